@@ -1,0 +1,34 @@
+"""Security events: one JSON line each on the `auth.security` logger.
+
+Every line has `event`, `ts` (epoch seconds), `ip` and `user_agent`, plus `user_id` and
+`session_id` where known. Never a token, password or hash. Events: signup, signin,
+signin_failed, refresh_reused, signout, password_changed, user_deleted, rate_limited,
+key_rotated. Alert on `refresh_reused`: it means a refresh token was stolen or replayed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from aiohttp import web
+
+logger = logging.getLogger("auth.security")
+MAX_USER_AGENT = 256
+
+
+def log_event(
+    event: str,
+    request: web.Request | None = None,
+    *,
+    address: str | None = None,
+    level: int = logging.INFO,
+    **fields: object,
+) -> None:
+    record: dict[str, object] = {"event": event, "ts": int(time.time())}
+    if request is not None:
+        record["ip"] = address or request.remote
+        record["user_agent"] = request.headers.get("User-Agent", "")[:MAX_USER_AGENT]
+    record.update({k: v for k, v in fields.items() if v is not None})
+    logger.log(level, json.dumps(record, ensure_ascii=True))

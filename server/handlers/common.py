@@ -1,0 +1,39 @@
+"""Small helpers shared by handlers."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from storage import User
+
+from .. import keys
+from ..clientaddr import client_address
+from ..guards import Role
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def address_of(request: web.Request) -> str:
+    """The client address, computed once per request."""
+    if keys.CLIENT_ADDRESS not in request:
+        trusted = request.app[keys.TRUSTED_PROXIES]
+        request[keys.CLIENT_ADDRESS] = client_address(request, trusted)
+    return request[keys.CLIENT_ADDRESS]
+
+
+def role_names(user: User) -> list[str]:
+    """Roles as the seeds answer them: ["ROLE_USER", ...], in a fixed order."""
+    return [role.response_name for role in Role if role.value in user.roles]
+
+
+def iso_utc(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def json_ok(body: dict, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status)

@@ -1,0 +1,170 @@
+"""Access tokens (JWTs) and refresh tokens (opaque random strings, stored by hash).
+
+Decoding is strict: the algorithm is pinned, every claim is required and checked, and no
+pyjwt exception leaves this module: callers see TokenExpired or TokenInvalid only.
+Verified tokens are cached (claims kept; expiry re-checked on every hit) because
+re-verifying a signature per request costs more than the rest of the request.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from storage import User
+
+from .settings import TokenSettings
+from .signing_keys import KeyRing
+
+REQUIRED_CLAIMS = ["exp", "iat", "sub", "sid", "jti", "iss", "typ", "roles"]
+ACCESS_TYPE = "access"
+MAX_TOKEN_LENGTH = 4096
+
+
+class TokenError(Exception):
+    """Base class: the access token is not acceptable."""
+
+
+class TokenExpired(TokenError):
+    """The token was valid but its `exp` (plus leeway) has passed."""
+
+
+class TokenInvalid(TokenError):
+    """Malformed, forged, of another type, issuer, audience or key: anything but expired."""
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    user_id: str
+    roles: tuple[str, ...]
+    session_id: str
+    token_id: str
+    expires_at: int
+
+
+class AccessTokens:
+    """Issues and verifies access tokens with the current key ring."""
+
+    def __init__(
+        self,
+        settings: TokenSettings,
+        ring: KeyRing,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.ring = ring
+        self._clock = clock
+        self._cache: dict[str, AccessClaims] = {}
+
+    def issue(self, user: User, session_id: str) -> str:
+        now = int(self._clock())
+        claims: dict[str, Any] = {
+            "sub": user.id,
+            "roles": list(user.roles),
+            "sid": session_id,
+            "jti": uuid.uuid4().hex,
+            "iat": now,
+            "exp": now + self.settings.access_ttl,
+            "iss": self.settings.issuer,
+            "typ": ACCESS_TYPE,
+        }
+        if self.settings.audience:
+            claims["aud"] = self.settings.audience
+        key = self.ring.current
+        return jwt.encode(claims, key.signer, algorithm=key.algorithm, headers={"kid": key.kid})
+
+    def verify(self, token: str) -> AccessClaims:
+        """The claims of a valid token; raises TokenExpired or TokenInvalid."""
+        now = self._clock()
+        claims = self._cache.get(token)
+        if claims is None:
+            claims = self._decode(token)
+            self._remember(token, claims)
+        if claims.expires_at + self.settings.leeway <= now:
+            self._cache.pop(token, None)
+            raise TokenExpired
+        return claims
+
+    def _remember(self, token: str, claims: AccessClaims) -> None:
+        if len(self._cache) >= self.settings.verify_cache_size:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[token] = claims
+
+    def _decode(self, token: str) -> AccessClaims:
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise TokenInvalid
+        try:
+            payload = self._verified_payload(token)
+        except jwt.ExpiredSignatureError:
+            raise TokenExpired from None
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+            raise TokenInvalid from None
+        return _claims(payload, self._clock(), self.settings)
+
+    def _verified_payload(self, token: str) -> dict[str, Any]:
+        kid = jwt.get_unverified_header(token).get("kid")
+        key = self.ring.verifying.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise TokenInvalid
+        settings = self.settings
+        return jwt.decode(
+            token,
+            key.verifier,
+            algorithms=[settings.algorithm],
+            issuer=settings.issuer,
+            audience=settings.audience or None,
+            leeway=settings.leeway,
+            options={"require": REQUIRED_CLAIMS, "verify_aud": bool(settings.audience)},
+        )
+
+
+def _claims(payload: dict[str, Any], now: float, settings: TokenSettings) -> AccessClaims:
+    """Check what pyjwt does not: the type, claim types, `iat` not in the future, and no
+    `aud` on a server that sets none."""
+    roles, exp, iat = payload["roles"], payload["exp"], payload["iat"]
+    strings = [payload["sub"], payload["sid"], payload["jti"]]
+    valid = (
+        payload["typ"] == ACCESS_TYPE
+        and all(isinstance(value, str) and value for value in strings)
+        and isinstance(roles, list)
+        and all(isinstance(role, str) for role in roles)
+        and isinstance(exp, int)
+        and isinstance(iat, int)
+        and iat <= now + settings.leeway
+        and (bool(settings.audience) or "aud" not in payload)
+    )
+    if not valid:
+        raise TokenInvalid
+    return AccessClaims(payload["sub"], tuple(roles), payload["sid"], payload["jti"], exp)
+
+
+class RefreshTokens:
+    """Mints refresh tokens and derives successors deterministically.
+
+    The successor is an HMAC of the presented token under a key shared through storage,
+    so every process derives the same one and only hashes need to be stored.
+    """
+
+    def __init__(self, successor_key: bytes) -> None:
+        self._key = successor_key
+
+    @staticmethod
+    def mint() -> str:
+        return secrets.token_urlsafe(32)
+
+    @staticmethod
+    def digest(token: str) -> bytes:
+        return hashlib.sha256(token.encode()).digest()
+
+    def successor(self, token: str) -> str:
+        mac = hmac.new(self._key, token.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()

@@ -54,7 +54,11 @@ class SQLiteStorage(Storage):
             "PRAGMA synchronous = NORMAL",
         ):
             await self._db.execute(pragma)
-        await self._migrate()
+        try:
+            await self._migrate()
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         if self._db is not None:
@@ -336,7 +340,9 @@ def _user(row: tuple | None) -> User | None:
     if row is None:
         return None
     user_id, username, email, password_hash, roles, created_at = row
-    return User(user_id, username, email, password_hash, tuple(roles.split(",")), created_at)
+    return User(
+        user_id, username, email, password_hash, tuple(roles.split(",")) if roles else (), created_at
+    )
 
 
 def _token_state(row: tuple | None) -> TokenState | None:

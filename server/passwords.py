@@ -63,6 +63,11 @@ class PasswordHasher:
         self._pending = 0
         self._dummy_hash: bytes | None = None
 
+    @property
+    def pending(self) -> int:
+        """Password checks and hashes submitted and not yet finished."""
+        return self._pending
+
     async def start(self) -> None:
         """Make the dummy hash at the configured cost, off the loop."""
         self._dummy_hash = (await self.hash(secrets.token_urlsafe(16))).encode()

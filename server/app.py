@@ -16,6 +16,7 @@ from storage import Storage, create_storage
 
 from . import keys, signing_keys
 from .clientaddr import parse_networks
+from .cors import cors_middleware
 from .middleware import auth_middleware, error_middleware, security_headers
 from .openapi import build_document
 from .passwords import PasswordHasher
@@ -42,7 +43,8 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> web.App
 def setup(app: web.Application, settings: Settings, *, storage: Storage | None = None) -> None:
     """Install the auth server into an existing app: its routes, its middlewares (after
     the app's own), its background tasks. Guard your handlers with `requires(Role.X)`."""
-    app.middlewares.extend([error_middleware, auth_middleware])
+    cors = [cors_middleware(settings.server.cors_origins)] if settings.server.cors_origins else []
+    app.middlewares.extend([*cors, error_middleware, auth_middleware])
     app[keys.SETTINGS] = settings
     app[keys.STORAGE] = storage or create_storage(settings)
     app[keys.PASSWORDS] = PasswordHasher(settings.passwords)

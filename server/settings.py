@@ -32,6 +32,7 @@ class ServerSettings:
     workers: int = 1
     max_body_bytes: int = 16384
     trusted_proxies: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
 
 

@@ -102,3 +102,24 @@ async def test_no_secret_in_any_response(api: Api) -> None:
         assert "$2b$" not in text
         assert "password" not in text.lower() or "Invalid username or password." in text
         assert "hash" not in text.lower()
+
+
+async def test_cors_is_off_by_default(api: Api) -> None:
+    response = await api.client.get("/api/test/all", headers={"Origin": "http://localhost:8081"})
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+async def test_cors_for_the_seeds_front_end(make_api: MakeApi) -> None:
+    api = await make_api(server={"cors_origins": ("http://localhost:8081",)})
+    preflight = await api.client.options(
+        "/api/auth/signin",
+        headers={"Origin": "http://localhost:8081", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "content-type, x-access-token"},
+    )
+    assert preflight.status == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "http://localhost:8081"
+    assert "x-access-token" in preflight.headers["Access-Control-Allow-Headers"]
+    response = await api.client.get("/api/test/all", headers={"Origin": "http://localhost:8081"})
+    assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:8081"
+    other = await api.client.get("/api/test/all", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers

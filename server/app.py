@@ -17,6 +17,7 @@ from storage import Storage, create_storage
 from . import keys, signing_keys
 from .clientaddr import parse_networks
 from .cors import cors_middleware
+from .events import log_event
 from .middleware import auth_middleware, error_middleware, security_headers
 from .openapi import build_document
 from .passwords import PasswordHasher
@@ -99,7 +100,7 @@ async def _maintain_keys(app: web.Application) -> None:
                 before = tokens.ring.current.kid
                 ring = await asyncio.to_thread(signing_keys.rotate, settings, None, max_age)
                 if ring.current.kid != before:
-                    logger.warning('{"event": "key_rotated", "kid": "%s"}', ring.current.kid)
+                    log_event("key_rotated", level=logging.WARNING, kid=ring.current.kid)
             else:
                 ring = await asyncio.to_thread(signing_keys.load_key_ring, settings)
             tokens.ring = ring

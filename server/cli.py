@@ -18,6 +18,7 @@ from storage import EmailTaken, StorageError, User, UsernameTaken, create_storag
 
 from . import signing_keys
 from .bodies import first_error_message
+from .events import log_event
 from .passwords import PasswordHasher, WeakPassword, check_length
 from .purge import purge_once
 from .schemas import SignupBody
@@ -156,9 +157,7 @@ async def _delete_user(settings: Settings, args: argparse.Namespace) -> int:
 
 def _rotate_key(settings: Settings) -> int:
     ring = signing_keys.rotate(settings)
-    logging.getLogger("auth.security").warning(
-        '{"event": "key_rotated", "kid": "%s"}', ring.current.kid
-    )
+    log_event("key_rotated", level=logging.WARNING, kid=ring.current.kid)
     print(
         f"Signing key {ring.current.kid} is now current; {len(ring.verifying)} keys verify tokens."
     )

@@ -46,3 +46,12 @@ def _is_address(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def address_of(request: web.Request) -> str:
+    """The request's client address, computed once per request."""
+    from . import keys  # keys imports this module's types
+
+    if keys.CLIENT_ADDRESS not in request:
+        request[keys.CLIENT_ADDRESS] = client_address(request, request.app[keys.TRUSTED_PROXIES])
+    return request[keys.CLIENT_ADDRESS]

@@ -20,13 +20,14 @@ from storage import (
 
 from .. import errors, keys
 from ..bodies import read_body
+from ..clientaddr import address_of
 from ..events import log_event
 from ..guards import Role, current_claims
 from ..middleware import read_access_token
 from ..passwords import HashingBusy, WeakPassword, check_length
 from ..schemas import PasswordChangeBody, RefreshBody, SigninBody, SignupBody
 from ..tokens import TokenError
-from .common import address_of, json_ok, now, role_names
+from .common import json_ok, now, role_names
 
 BUSY_RETRY_SECONDS = 1
 
@@ -114,18 +115,7 @@ async def signin(request: web.Request) -> web.Response:
         login = body.email or ""
     account = user.id if user else "login:" + login.casefold()
     address = address_of(request)
-    try:
-        await limiter.check_signin(account, address)
-    except errors.ApiError:
-        log_event(
-            "rate_limited",
-            request,
-            address=address,
-            level=logging.WARNING,
-            route="signin",
-            user_id=user.id if user else None,
-        )
-        raise
+    await limiter.check_signin(account, address)
     if not await _password_matches(request, body.password, user):
         await limiter.signin_failed(account, address)
         log_event(

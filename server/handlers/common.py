@@ -9,21 +9,11 @@ from aiohttp import web
 
 from storage import User
 
-from .. import keys
-from ..clientaddr import client_address
 from ..guards import Role
 
 
 def now() -> int:
     return int(time.time())
-
-
-def address_of(request: web.Request) -> str:
-    """The client address, computed once per request."""
-    if keys.CLIENT_ADDRESS not in request:
-        trusted = request.app[keys.TRUSTED_PROXIES]
-        request[keys.CLIENT_ADDRESS] = client_address(request, trusted)
-    return request[keys.CLIENT_ADDRESS]
 
 
 def role_names(user: User) -> list[str]:

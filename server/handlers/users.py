@@ -5,10 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from .. import errors, keys
+from ..clientaddr import address_of
 from ..events import log_event
 from ..guards import current_claims
 from .auth import remember_revoked
-from .common import address_of, iso_utc, json_ok, now, role_names
+from .common import iso_utc, json_ok, now, role_names
 
 
 async def me(request: web.Request) -> web.Response:

@@ -29,7 +29,7 @@ from .settings import Settings
 from .tokens import AccessTokens, RefreshTokens
 
 logger = logging.getLogger("auth.server")
-KEY_RELOAD_SECONDS = 60
+KEY_RELOAD_SECONDS = 30
 SUCCESSOR_SECRET = "refresh-successor-key"
 
 

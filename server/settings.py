@@ -67,10 +67,16 @@ class TokenSettings:
     verify_cache_size: int = 10000
 
     @property
+    def expiry_leeway(self) -> int:
+        """Clock skew accepted on `exp`: `leeway`, but never more than a tenth of the
+        access token's lifetime, so skew cannot multiply a short token's life."""
+        return min(self.leeway, self.access_ttl // 10)
+
+    @property
     def revocation_ttl(self) -> int:
         """How long a revoked session id must be remembered: past that, no access token
         carrying it can still be valid."""
-        return self.access_ttl + self.leeway
+        return self.access_ttl + self.expiry_leeway
 
 
 @dataclass(frozen=True)
@@ -91,16 +97,16 @@ class PasswordSettings:
 @dataclass(frozen=True)
 class RateLimitSettings:
     enabled: bool = True
-    signin_ip_limit: int = 30
+    signin_ip_limit: int = 100
     signin_ip_window: int = 900
-    signin_pair_limit: int = 10
+    signin_pair_limit: int = 20
     signin_pair_window: int = 900
     signin_account_limit: int = 100
     signin_account_window: int = 3600
     known_address_ttl: int = 2592000
-    signup_ip_limit: int = 20
+    signup_ip_limit: int = 100
     signup_ip_window: int = 3600
-    refresh_ip_limit: int = 300
+    refresh_ip_limit: int = 600
     refresh_ip_window: int = 60
 
 

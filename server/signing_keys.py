@@ -120,7 +120,7 @@ def _b64(data: bytes) -> str:
 
 def verify_window(tokens: TokenSettings) -> int:
     """How long a retired key keeps verifying: the longest any of its tokens can live."""
-    return tokens.access_ttl + tokens.leeway
+    return tokens.revocation_ttl
 
 
 def is_configured(tokens: TokenSettings) -> bool:

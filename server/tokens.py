@@ -89,7 +89,7 @@ class AccessTokens:
         if claims is None:
             claims = self._decode(token)
             self._remember(token, claims)
-        if claims.expires_at + self.settings.leeway <= now:
+        if claims.expires_at + self.settings.expiry_leeway <= now:
             self._cache.pop(token, None)
             raise TokenExpired
         return claims
@@ -122,7 +122,7 @@ class AccessTokens:
             algorithms=[settings.algorithm],
             issuer=settings.issuer,
             audience=settings.audience or None,
-            leeway=settings.leeway,
+            leeway=settings.expiry_leeway,
             options={"require": REQUIRED_CLAIMS, "verify_aud": bool(settings.audience)},
         )
 

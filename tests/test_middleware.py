@@ -114,3 +114,24 @@ async def test_a_token_is_cached_but_expiry_is_rechecked(make_api: MakeApi) -> N
     await asyncio.sleep(2.1)
     response = await api.get("/api/test/user", token)
     await expect_error(response, 401, None, "token_expired")
+
+
+@pytest.mark.parametrize("backend", ["memory"])
+async def test_short_tokens_get_no_more_leeway_than_a_tenth_of_their_life(
+    make_api: MakeApi,
+) -> None:
+    """With the default 30 s leeway, AUTH_TOKENS_ACCESS_TTL=2 still expires after 2 s."""
+    api = await make_api(tokens={"access_ttl": 2})
+    assert api.app[keys.SETTINGS].tokens.leeway == 30
+    token = (await api.user())["accessToken"]
+    assert (await api.get("/api/test/user", token)).status == 200
+    await asyncio.sleep(2.1)
+    await expect_error(await api.get("/api/test/user", token), 401,
+                       "Unauthorized! Access Token was expired!", "token_expired")
+
+
+async def test_default_leeway_accepts_small_clock_skew(api: Api) -> None:
+    past = int(time.time()) - 20  # expired 20 s ago: within the 30 s leeway of a 900 s token
+    token = jwt.encode(_claims(api, iat=past - 900, exp=past), TEST_SECRET, "HS256",
+                       headers={"kid": _kid(api)})
+    assert (await api.get("/api/test/user", token)).status == 200

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from pydantic import ValidationError
 
-from storage import EmailTaken, StorageError, User, UsernameTaken, create_storage
+from storage import EmailTaken, Storage, StorageError, User, UsernameTaken, create_storage
 
 from . import signing_keys
 from .bodies import first_error_message
@@ -90,6 +91,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+@contextlib.asynccontextmanager
+async def _opened_storage(settings: Settings) -> AsyncIterator[Storage]:
+    storage = create_storage(settings)
+    await storage.open()
+    try:
+        yield storage
+    finally:
+        await storage.close()
+
+
 async def _create_user(settings: Settings, args: argparse.Namespace) -> int:
     password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
     try:
@@ -113,41 +124,30 @@ async def _create_user(settings: Settings, args: argparse.Namespace) -> int:
         hasher.close()
     roles = tuple(r for r in ROLES if r == "user" or r in args.role)
     user = User(uuid.uuid4().hex, body.username, body.email, password_hash, roles, int(time.time()))
-    storage = create_storage(settings)
-    await storage.open()
     try:
-        await storage.create_user(user)
+        async with _opened_storage(settings) as storage:
+            await storage.create_user(user)
     except UsernameTaken:
         print("error: Failed! Username is already in use!", file=sys.stderr)
         return 1
     except EmailTaken:
         print("error: Failed! Email is already in use!", file=sys.stderr)
         return 1
-    finally:
-        await storage.close()
     print(f"Created user {user.username} ({user.id}) with roles {', '.join(roles)}.")
     return 0
 
 
 async def _purge(settings: Settings, args: argparse.Namespace) -> int:
-    storage = create_storage(settings)
-    await storage.open()
-    try:
+    async with _opened_storage(settings) as storage:
         result = await purge_once(storage, settings.purge.batch_size)
-    finally:
-        await storage.close()
     print(f"Purged {result.tokens} expired refresh tokens.")
     return 0
 
 
 async def _delete_user(settings: Settings, args: argparse.Namespace) -> int:
-    storage = create_storage(settings)
-    await storage.open()
-    try:
+    async with _opened_storage(settings) as storage:
         user = await storage.find_user(username=args.username)
         revoked = await storage.delete_user(user.id, int(time.time())) if user else None
-    finally:
-        await storage.close()
     if revoked is None:
         print(f"error: no user named {args.username}", file=sys.stderr)
         return 1

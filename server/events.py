@@ -14,6 +14,8 @@ import time
 
 from aiohttp import web
 
+from .clientaddr import address_of
+
 logger = logging.getLogger("auth.security")
 MAX_USER_AGENT = 256
 
@@ -22,13 +24,12 @@ def log_event(
     event: str,
     request: web.Request | None = None,
     *,
-    address: str | None = None,
     level: int = logging.INFO,
     **fields: object,
 ) -> None:
     record: dict[str, object] = {"event": event, "ts": int(time.time())}
     if request is not None:
-        record["ip"] = address or request.remote
+        record["ip"] = address_of(request)
         record["user_agent"] = request.headers.get("User-Agent", "")[:MAX_USER_AGENT]
     record.update({k: v for k, v in fields.items() if v is not None})
     logger.log(level, json.dumps(record, ensure_ascii=True))

@@ -8,7 +8,6 @@ import logging
 from aiohttp import web
 
 from . import errors, keys
-from .clientaddr import address_of
 from .errors import ApiError
 from .events import log_event
 from .guards import required_role
@@ -28,7 +27,7 @@ async def error_middleware(request: web.Request, handler: errors.Handler) -> web
         return await handler(request)
     except ApiError as error:
         if error.code is errors.ErrorCode.RATE_LIMITED:
-            log_event("rate_limited", request, address=address_of(request),
+            log_event("rate_limited", request,
                       level=logging.WARNING, route=request.path)
         return error_response(error)
     except web.HTTPException as exc:

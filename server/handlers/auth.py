@@ -50,7 +50,7 @@ async def signup(request: web.Request) -> web.Response:
         raise errors.username_taken() from None
     except EmailTaken:
         raise errors.email_taken() from None
-    log_event("signup", request, address=address_of(request), user_id=user.id, roles=list(roles))
+    log_event("signup", request, user_id=user.id, roles=list(roles))
     return json_ok({"message": "User was registered successfully!", "id": user.id}, status=201)
 
 
@@ -121,7 +121,6 @@ async def signin(request: web.Request) -> web.Response:
         log_event(
             "signin_failed",
             request,
-            address=address,
             level=logging.WARNING,
             user_id=user.id if user else None,
         )
@@ -129,7 +128,7 @@ async def signin(request: web.Request) -> web.Response:
     assert user is not None
     await limiter.signin_succeeded(account, address)
     session_id, refresh_token = await _start_session(request, user)
-    log_event("signin", request, address=address, user_id=user.id, session_id=session_id)
+    log_event("signin", request, user_id=user.id, session_id=session_id)
     return json_ok(
         {
             "id": user.id,
@@ -213,7 +212,6 @@ def _refuse_failed_refresh(request: web.Request, result: RefreshResult) -> None:
         log_event(
             "refresh_reused",
             request,
-            address=address_of(request),
             level=logging.WARNING,
             session_id=result.session_id,
         )
@@ -245,7 +243,7 @@ async def signout(request: web.Request) -> web.Response:
     )
     if session_id is not None:
         remember_revoked(request, [session_id])
-        log_event("signout", request, address=address_of(request), session_id=session_id)
+        log_event("signout", request, session_id=session_id)
     return json_ok({"message": "You've been signed out!"})
 
 
@@ -262,7 +260,6 @@ async def change_password(request: web.Request) -> web.Response:
         log_event(
             "password_change_failed",
             request,
-            address=address_of(request),
             level=logging.WARNING,
             user_id=user.id,
             session_id=claims.session_id,
@@ -275,7 +272,6 @@ async def change_password(request: web.Request) -> web.Response:
     log_event(
         "password_changed",
         request,
-        address=address_of(request),
         user_id=user.id,
         session_id=claims.session_id,
         revoked_sessions=len(revoked),

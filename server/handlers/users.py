@@ -5,7 +5,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from .. import errors, keys
-from ..clientaddr import address_of
 from ..events import log_event
 from ..guards import current_claims
 from .auth import remember_revoked
@@ -38,7 +37,6 @@ async def delete_user(request: web.Request) -> web.Response:
     log_event(
         "user_deleted",
         request,
-        address=address_of(request),
         user_id=user_id,
         by=current_claims(request).user_id,
         revoked_sessions=len(revoked),

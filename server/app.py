@@ -33,7 +33,9 @@ KEY_RELOAD_SECONDS = 30
 SUCCESSOR_SECRET = "refresh-successor-key"
 
 
-def create_app(settings: Settings, *, storage: Storage | None = None) -> web.Application:
+def create_app(
+    settings: Settings, *, storage: Storage | None = None
+) -> web.Application:
     """A ready-to-run app. Pass `storage` to share one (tests); it is opened and closed
     with the app either way."""
     app = web.Application(client_max_size=settings.server.max_body_bytes)
@@ -41,10 +43,16 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> web.App
     return app
 
 
-def setup(app: web.Application, settings: Settings, *, storage: Storage | None = None) -> None:
+def setup(
+    app: web.Application, settings: Settings, *, storage: Storage | None = None
+) -> None:
     """Install the auth server into an existing app: its routes, its middlewares (after
     the app's own), its background tasks. Guard your handlers with `requires(Role.X)`."""
-    cors = [cors_middleware(settings.server.cors_origins)] if settings.server.cors_origins else []
+    cors = (
+        [cors_middleware(settings.server.cors_origins)]
+        if settings.server.cors_origins
+        else []
+    )
     app.middlewares.extend([*cors, error_middleware, auth_middleware])
     app[keys.SETTINGS] = settings
     app[keys.STORAGE] = storage or create_storage(settings)
@@ -98,9 +106,13 @@ async def _maintain_keys(app: web.Application) -> None:
         try:
             if max_age and not signing_keys.is_configured(settings.tokens):
                 before = tokens.ring.current.kid
-                ring = await asyncio.to_thread(signing_keys.rotate, settings, None, max_age)
+                ring = await asyncio.to_thread(
+                    signing_keys.rotate, settings, None, max_age
+                )
                 if ring.current.kid != before:
-                    log_event("key_rotated", level=logging.WARNING, kid=ring.current.kid)
+                    log_event(
+                        "key_rotated", level=logging.WARNING, kid=ring.current.kid
+                    )
             else:
                 ring = await asyncio.to_thread(signing_keys.load_key_ring, settings)
             tokens.ring = ring
@@ -116,7 +128,9 @@ async def _revocations_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-async def _poll_revocations(storage: Storage, revocations: RevocationSet, every: float) -> None:
+async def _poll_revocations(
+    storage: Storage, revocations: RevocationSet, every: float
+) -> None:
     """Learn other instances' revocations: one cheap query a second, none per request."""
     while True:
         await asyncio.sleep(every)
@@ -128,7 +142,9 @@ async def _poll_revocations(storage: Storage, revocations: RevocationSet, every:
 
 async def _purge_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS].purge
-    async with _running(purge_forever(app[keys.STORAGE], settings.interval, settings.batch_size)):
+    async with _running(
+        purge_forever(app[keys.STORAGE], settings.interval, settings.batch_size)
+    ):
         yield
 
 

@@ -38,7 +38,9 @@ def _parse(request: web.Request, raw: bytes) -> Any:
         raise validation_error("Request body must be UTF-8 encoded JSON")
     try:
         text = raw.decode("utf-8")
-        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constants)
+        return json.loads(
+            text, object_pairs_hook=_unique_keys, parse_constant=_no_constants
+        )
     except UnicodeDecodeError:
         raise validation_error("Request body is not valid UTF-8") from None
     except ApiError:

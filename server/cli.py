@@ -15,7 +15,14 @@ from collections.abc import AsyncIterator, Sequence
 
 from pydantic import ValidationError
 
-from storage import EmailTaken, Storage, StorageError, User, UsernameTaken, create_storage
+from storage import (
+    EmailTaken,
+    Storage,
+    StorageError,
+    User,
+    UsernameTaken,
+    create_storage,
+)
 
 from . import signing_keys
 from .bodies import first_error_message
@@ -37,14 +44,20 @@ def _parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="processes sharing the port (server.workers)",
     )
-    parser = argparse.ArgumentParser(prog="run.py", parents=[common], description="JWT auth server")
+    parser = argparse.ArgumentParser(
+        prog="run.py", parents=[common], description="JWT auth server"
+    )
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", parents=[common], help="serve HTTP (the default)")
     create = commands.add_parser("create-user", parents=[common], help="create a user")
     create.add_argument("--username", required=True)
     create.add_argument("--email", required=True)
     create.add_argument(
-        "--role", action="append", choices=ROLES, default=[], help="a role beyond user (repeatable)"
+        "--role",
+        action="append",
+        choices=ROLES,
+        default=[],
+        help="a role beyond user (repeatable)",
     )
     create.add_argument(
         "--password-stdin",
@@ -52,8 +65,12 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="read the password as one line from standard input",
     )
-    commands.add_parser("purge", parents=[common], help="delete expired refresh tokens once")
-    commands.add_parser("rotate-key", parents=[common], help="make a new signing key current")
+    commands.add_parser(
+        "purge", parents=[common], help="delete expired refresh tokens once"
+    )
+    commands.add_parser(
+        "rotate-key", parents=[common], help="make a new signing key current"
+    )
     delete = commands.add_parser(
         "delete-user", parents=[common], help="delete a user and revoke its sessions"
     )
@@ -67,13 +84,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(getattr(args, "config", None))
         if getattr(args, "workers", None) is not None:
             settings = dataclasses.replace(
-                settings, server=dataclasses.replace(settings.server, workers=args.workers)
+                settings,
+                server=dataclasses.replace(settings.server, workers=args.workers),
             )
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
-        level=settings.server.log_level.upper(), format="%(asctime)s %(name)s %(message)s"
+        level=settings.server.log_level.upper(),
+        format="%(asctime)s %(name)s %(message)s",
     )
     command = args.command or "serve"
     try:
@@ -84,7 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if command == "rotate-key":
             return _rotate_key(settings)
-        runners = {"create-user": _create_user, "purge": _purge, "delete-user": _delete_user}
+        runners = {
+            "create-user": _create_user,
+            "purge": _purge,
+            "delete-user": _delete_user,
+        }
         return asyncio.run(runners[command](settings, args))
     except (SettingsError, StorageError, signing_keys.KeyRotationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -116,14 +139,23 @@ async def _create_user(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     hasher = PasswordHasher(settings.passwords)
     try:
-        password_hash = await hasher.hash_new(password, [body.username, body.email], "password")
+        password_hash = await hasher.hash_new(
+            password, [body.username, body.email], "password"
+        )
     except WeakPassword as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
         hasher.close()
     roles = tuple(r for r in ROLES if r == "user" or r in args.role)
-    user = User(uuid.uuid4().hex, body.username, body.email, password_hash, roles, int(time.time()))
+    user = User(
+        uuid.uuid4().hex,
+        body.username,
+        body.email,
+        password_hash,
+        roles,
+        int(time.time()),
+    )
     try:
         async with _opened_storage(settings) as storage:
             await storage.create_user(user)

@@ -53,5 +53,7 @@ def address_of(request: web.Request) -> str:
     from . import keys  # keys imports this module's types
 
     if keys.CLIENT_ADDRESS not in request:
-        request[keys.CLIENT_ADDRESS] = client_address(request, request.app[keys.TRUSTED_PROXIES])
+        request[keys.CLIENT_ADDRESS] = client_address(
+            request, request.app[keys.TRUSTED_PROXIES]
+        )
     return request[keys.CLIENT_ADDRESS]

@@ -21,7 +21,10 @@ def cors_middleware(origins: tuple[str, ...]) -> web.middleware:
         origin = request.headers.get("Origin")
         if origin is None or not (allow_any or origin in origins):
             return await handler(request)
-        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        if (
+            request.method == "OPTIONS"
+            and "Access-Control-Request-Method" in request.headers
+        ):
             response: web.StreamResponse = web.Response(status=204)
             response.headers["Access-Control-Allow-Methods"] = ALLOWED_METHODS
             response.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS
@@ -29,7 +32,9 @@ def cors_middleware(origins: tuple[str, ...]) -> web.middleware:
         else:
             response = await handler(request)
         response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Expose-Headers"] = "Retry-After, WWW-Authenticate"
+        response.headers["Access-Control-Expose-Headers"] = (
+            "Retry-After, WWW-Authenticate"
+        )
         response.headers.add("Vary", "Origin")
         return response
 

@@ -75,7 +75,9 @@ def forbidden(message: str) -> ApiError:
 
 
 def username_taken() -> ApiError:
-    return ApiError(409, "Failed! Username is already in use!", ErrorCode.USERNAME_TAKEN)
+    return ApiError(
+        409, "Failed! Username is already in use!", ErrorCode.USERNAME_TAKEN
+    )
 
 
 def email_taken() -> ApiError:
@@ -83,12 +85,16 @@ def email_taken() -> ApiError:
 
 
 def invalid_credentials(status: int = 401) -> ApiError:
-    return ApiError(status, "Invalid username or password.", ErrorCode.INVALID_CREDENTIALS)
+    return ApiError(
+        status, "Invalid username or password.", ErrorCode.INVALID_CREDENTIALS
+    )
 
 
 def wrong_current_password() -> ApiError:
     """400, not 401: the seeds' clients read any 401 as an expired access token."""
-    return ApiError(400, "Current password is incorrect.", ErrorCode.INVALID_CREDENTIALS)
+    return ApiError(
+        400, "Current password is incorrect.", ErrorCode.INVALID_CREDENTIALS
+    )
 
 
 def rate_limited(retry_after: int) -> ApiError:
@@ -138,7 +144,9 @@ def token_missing() -> ApiError:
 
 
 def token_expired() -> ApiError:
-    return _unauthorized("Unauthorized! Access Token was expired!", ErrorCode.TOKEN_EXPIRED)
+    return _unauthorized(
+        "Unauthorized! Access Token was expired!", ErrorCode.TOKEN_EXPIRED
+    )
 
 
 def token_invalid() -> ApiError:
@@ -154,15 +162,21 @@ def not_found(path: str) -> ApiError:
 
 
 def method_not_allowed(method: str, path: str) -> ApiError:
-    return ApiError(405, f"Method {method} is not allowed on {path}", ErrorCode.METHOD_NOT_ALLOWED)
+    return ApiError(
+        405, f"Method {method} is not allowed on {path}", ErrorCode.METHOD_NOT_ALLOWED
+    )
 
 
 def payload_too_large(limit: int) -> ApiError:
-    return ApiError(413, f"Request body is larger than {limit} bytes", ErrorCode.PAYLOAD_TOO_LARGE)
+    return ApiError(
+        413, f"Request body is larger than {limit} bytes", ErrorCode.PAYLOAD_TOO_LARGE
+    )
 
 
 def unsupported_media_type() -> ApiError:
-    return ApiError(415, "Content-Type must be application/json", ErrorCode.UNSUPPORTED_MEDIA_TYPE)
+    return ApiError(
+        415, "Content-Type must be application/json", ErrorCode.UNSUPPORTED_MEDIA_TYPE
+    )
 
 
 def bad_request(message: str) -> ApiError:

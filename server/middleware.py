@@ -22,13 +22,16 @@ def error_response(error: ApiError) -> web.Response:
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: errors.Handler) -> web.StreamResponse:
+async def error_middleware(
+    request: web.Request, handler: errors.Handler
+) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as error:
         if error.code is errors.ErrorCode.RATE_LIMITED:
-            log_event("rate_limited", request,
-                      level=logging.WARNING, route=request.path)
+            log_event(
+                "rate_limited", request, level=logging.WARNING, route=request.path
+            )
         return error_response(error)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -48,7 +51,9 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> ApiErr
         error.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
         return error
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        return errors.payload_too_large(request.app[keys.SETTINGS].server.max_body_bytes)
+        return errors.payload_too_large(
+            request.app[keys.SETTINGS].server.max_body_bytes
+        )
     return ApiError(exc.status, exc.reason, errors.ErrorCode.BAD_REQUEST)
 
 
@@ -64,7 +69,9 @@ def read_access_token(request: web.BaseRequest) -> str | None:
 
 
 @web.middleware
-async def auth_middleware(request: web.Request, handler: errors.Handler) -> web.StreamResponse:
+async def auth_middleware(
+    request: web.Request, handler: errors.Handler
+) -> web.StreamResponse:
     role = required_role(request.match_info.handler)
     if role is None:
         return await handler(request)
@@ -91,3 +98,6 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Cache-Control", "no-store")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers["Server"] = (
+        "auth-server"  # not aiohttp's version: no free fingerprint
+    )

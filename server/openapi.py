@@ -31,13 +31,18 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 
 def _content(answer: Answer) -> dict[str, Any]:
     if answer.text:
-        return {"text/plain": {"schema": {"type": "string", "const": answer.description}}}
+        return {
+            "text/plain": {"schema": {"type": "string", "const": answer.description}}
+        }
     schema = _ref(answer.model) if answer.model else {"type": "object"}
     return {"application/json": {"schema": schema}}
 
 
 def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref(ERROR)}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": _ref(ERROR)}},
+    }
 
 
 def _implied_errors(route: Route) -> dict[str, dict[str, Any]]:
@@ -80,7 +85,12 @@ def _operation(route: Route) -> dict[str, Any]:
         operation["security"] = SECURITY
     if "{user_id}" in route.path:
         operation["parameters"] = [
-            {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}
+            {
+                "name": "user_id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string"},
+            }
         ]
     return operation
 
@@ -103,8 +113,16 @@ def build_document(server_url: str | None = None) -> dict[str, Any]:
         "components": {
             "schemas": definitions.get("$defs", {}),
             "securitySchemes": {
-                "accessToken": {"type": "apiKey", "in": "header", "name": "x-access-token"},
-                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "accessToken": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "x-access-token",
+                },
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                },
             },
         },
     }

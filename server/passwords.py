@@ -30,7 +30,9 @@ class HashingBusy(Exception):
     """Too many password checks are waiting for a hashing thread."""
 
 
-def check_length(password: str, settings: PasswordSettings, field: str = "password") -> None:
+def check_length(
+    password: str, settings: PasswordSettings, field: str = "password"
+) -> None:
     """Raise WeakPassword unless min_length <= characters <= max_length."""
     if len(password) < settings.min_length:
         raise WeakPassword(f"{field} must be at least {settings.min_length} characters")
@@ -78,7 +80,9 @@ class PasswordHasher:
     async def hash(self, password: str) -> str:
         return await self._run(self._hash_sync, password)
 
-    async def hash_new(self, password: str, user_inputs: Sequence[str], field: str) -> str:
+    async def hash_new(
+        self, password: str, user_inputs: Sequence[str], field: str
+    ) -> str:
         """Check a new password's strength, then hash it: both in the pool, since the
         strength check is CPU-bound too. Raises WeakPassword."""
         return await self._run(self._check_and_hash_sync, password, user_inputs, field)
@@ -89,7 +93,9 @@ class PasswordHasher:
         if password_hash is None:
             await self._run(bcrypt.checkpw, _bcrypt_input(password), self._dummy())
             return False
-        return await self._run(bcrypt.checkpw, _bcrypt_input(password), password_hash.encode())
+        return await self._run(
+            bcrypt.checkpw, _bcrypt_input(password), password_hash.encode()
+        )
 
     def _dummy(self) -> bytes:
         assert self._dummy_hash is not None, "PasswordHasher.start() was not awaited"
@@ -99,7 +105,9 @@ class PasswordHasher:
         salt = bcrypt.gensalt(self.settings.bcrypt_rounds)
         return bcrypt.hashpw(_bcrypt_input(password), salt).decode()
 
-    def _check_and_hash_sync(self, password: str, user_inputs: Sequence[str], field: str) -> str:
+    def _check_and_hash_sync(
+        self, password: str, user_inputs: Sequence[str], field: str
+    ) -> str:
         check_strength(password, self.settings, user_inputs, field)
         return self._hash_sync(password)
 

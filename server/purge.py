@@ -14,7 +14,9 @@ from storage import PurgeResult, Storage
 logger = logging.getLogger("auth.purge")
 
 
-async def purge_once(storage: Storage, batch_size: int, now: int | None = None) -> PurgeResult:
+async def purge_once(
+    storage: Storage, batch_size: int, now: int | None = None
+) -> PurgeResult:
     """One full pass: batches until a batch comes back short."""
     now = int(time.time()) if now is None else now
     total = PurgeResult()
@@ -35,7 +37,11 @@ async def purge_forever(storage: Storage, interval: float, batch_size: int) -> N
         try:
             result = await purge_once(storage, batch_size)
             if result.tokens or result.sessions:
-                logger.info("purged %d sessions, %d refresh tokens", result.sessions, result.tokens)
+                logger.info(
+                    "purged %d sessions, %d refresh tokens",
+                    result.sessions,
+                    result.tokens,
+                )
         except Exception:
             logger.exception("purge pass failed")
         await asyncio.sleep(interval)

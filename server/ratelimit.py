@@ -30,9 +30,13 @@ class RateLimiter:
             return
         s, now = self.settings, _now()
         await self._refuse_over(f"signin-ip:{address}", s.signin_ip_limit, now)
-        await self._refuse_over(f"signin-pair:{account}:{address}", s.signin_pair_limit, now)
+        await self._refuse_over(
+            f"signin-pair:{account}:{address}", s.signin_pair_limit, now
+        )
         if not await self._known(account, address, now):
-            await self._refuse_over(f"signin-account:{account}", s.signin_account_limit, now)
+            await self._refuse_over(
+                f"signin-account:{account}", s.signin_account_limit, now
+            )
 
     async def signin_failed(self, account: str, address: str) -> None:
         if not self.settings.enabled:
@@ -80,7 +84,9 @@ class RateLimiter:
             raise rate_limited(counter.reset_at - now)
 
     async def _known(self, account: str, address: str, now: int) -> bool:
-        return (await self.storage.read_counter(f"known:{account}:{address}", now)).count > 0
+        return (
+            await self.storage.read_counter(f"known:{account}:{address}", now)
+        ).count > 0
 
 
 def _now() -> int:

@@ -27,7 +27,9 @@ class RevocationSet:
     def add(self, session_id: str, until: int) -> None:
         self._until[session_id] = max(until, self._until.get(session_id, 0))
 
-    def merge(self, revocations: Iterable[Revocation], now: float | None = None) -> None:
+    def merge(
+        self, revocations: Iterable[Revocation], now: float | None = None
+    ) -> None:
         """Add what storage knows and forget entries that can no longer matter."""
         for revocation in revocations:
             self.add(revocation.session_id, revocation.keep_until)

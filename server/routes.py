@@ -113,7 +113,9 @@ ROUTES: tuple[Route, ...] = (
         (
             Answer(200, "Refreshed", schemas.TokenPair),
             Answer(
-                403, "Refresh token missing, unknown, expired, reused or revoked", schemas.ErrorBody
+                403,
+                "Refresh token missing, unknown, expired, reused or revoked",
+                schemas.ErrorBody,
             ),
         ),
         body=schemas.RefreshBody,
@@ -125,7 +127,9 @@ ROUTES: tuple[Route, ...] = (
         auth.signout,
         "Revoke the refresh token's session",
         (
-            Answer(200, "Signed out (also when already signed out)", schemas.MessageBody),
+            Answer(
+                200, "Signed out (also when already signed out)", schemas.MessageBody
+            ),
             Answer(403, "Refresh token missing", schemas.ErrorBody),
         ),
         body=schemas.RefreshBody,

@@ -36,7 +36,10 @@ class SignupBody(_Body):
     username: Annotated[str, Field(pattern=USERNAME_PATTERN)]
     email: Email
     password: Password
-    roles: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=16)] | None = None
+    roles: (
+        Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=16)]
+        | None
+    ) = None
 
 
 class SigninBody(_Body):

@@ -26,7 +26,8 @@ def serve(settings: Settings) -> None:
 
 def _run_worker(settings: Settings, reuse_port: bool = True) -> None:
     logging.basicConfig(
-        level=settings.server.log_level.upper(), format="%(asctime)s %(name)s %(message)s"
+        level=settings.server.log_level.upper(),
+        format="%(asctime)s %(name)s %(message)s",
     )
     server = settings.server
     web.run_app(

@@ -236,26 +236,44 @@ def validate(settings: Settings) -> None:
             not tokens.secret or len(tokens.secret.encode()) >= MIN_SECRET_BYTES,
             f"tokens.secret must be at least {MIN_SECRET_BYTES} bytes (or empty to generate one)",
         ),
-        (storage.backend in BACKENDS, f"storage.backend must be one of {', '.join(BACKENDS)}"),
+        (
+            storage.backend in BACKENDS,
+            f"storage.backend must be one of {', '.join(BACKENDS)}",
+        ),
         (
             storage.backend != "postgres" or bool(storage.dsn),
             'storage.dsn is required with storage.backend = "postgres"',
         ),
-        (tokens.access_ttl > 0 and tokens.refresh_ttl > 0, "token lifetimes must be positive"),
+        (
+            tokens.access_ttl > 0 and tokens.refresh_ttl > 0,
+            "token lifetimes must be positive",
+        ),
         (
             tokens.leeway >= 0 and tokens.reuse_interval >= 0,
             "tokens.leeway and reuse_interval must be >= 0",
         ),
         (tokens.revocation_poll > 0, "tokens.revocation_poll must be positive"),
-        (4 <= settings.passwords.bcrypt_rounds <= 31, "passwords.bcrypt_rounds must be 4..31"),
+        (
+            4 <= settings.passwords.bcrypt_rounds <= 31,
+            "passwords.bcrypt_rounds must be 4..31",
+        ),
         (
             1 <= settings.passwords.min_length <= settings.passwords.max_length,
             "passwords.min_length must be between 1 and passwords.max_length",
         ),
-        (settings.passwords.max_length >= 64, "passwords.max_length must allow at least 64"),
-        (0 <= settings.passwords.min_strength <= 4, "passwords.min_strength must be 0..4"),
+        (
+            settings.passwords.max_length >= 64,
+            "passwords.max_length must allow at least 64",
+        ),
+        (
+            0 <= settings.passwords.min_strength <= 4,
+            "passwords.min_strength must be 0..4",
+        ),
         (settings.server.workers >= 1, "server.workers must be at least 1"),
-        (settings.server.max_body_bytes >= 1024, "server.max_body_bytes must be at least 1024"),
+        (
+            settings.server.max_body_bytes >= 1024,
+            "server.max_body_bytes must be at least 1024",
+        ),
         (
             settings.purge.interval > 0 and settings.purge.batch_size > 0,
             "purge settings must be positive",

@@ -63,7 +63,11 @@ class KeyRing:
     """The keys a process signs and verifies with, built from records at one instant."""
 
     def __init__(self, records: list[KeyRecord], verify_window: int, now: int) -> None:
-        live = [r for r in records if r.retired_at is None or r.retired_at + verify_window > now]
+        live = [
+            r
+            for r in records
+            if r.retired_at is None or r.retired_at + verify_window > now
+        ]
         self.records = records
         self.current = _signing_key(next(r for r in records if r.retired_at is None))
         self.verifying: dict[str, SigningKey] = {r.kid: _signing_key(r) for r in live}
@@ -77,7 +81,9 @@ def _signing_key(record: KeyRecord) -> SigningKey:
     if record.algorithm == "HS256":
         jwk = PyJWK({"kty": "oct", "k": record.material, "kid": record.kid}, "HS256")
         return SigningKey(record.kid, "HS256", jwk, jwk, None)
-    private = serialization.load_pem_private_key(record.material.encode(), password=None)
+    private = serialization.load_pem_private_key(
+        record.material.encode(), password=None
+    )
     writer = _JWK_WRITERS[record.algorithm]
     public = writer.to_jwk(private.public_key(), as_dict=True)
     public.update({"kid": record.kid, "alg": record.algorithm, "use": "sig"})
@@ -147,7 +153,9 @@ def load_key_ring(settings: Settings, now: int | None = None) -> KeyRing:
     return KeyRing(records, verify_window(tokens), now)
 
 
-def rotate(settings: Settings, now: int | None = None, max_age: float | None = None) -> KeyRing:
+def rotate(
+    settings: Settings, now: int | None = None, max_age: float | None = None
+) -> KeyRing:
     """Make a new key current, retiring the previous one. With `max_age` (seconds), only
     if the current key is at least that old: several processes may ask at once."""
     now = int(time.time()) if now is None else now
@@ -160,7 +168,11 @@ def rotate(settings: Settings, now: int | None = None, max_age: float | None = N
     path = key_file(settings)
     with _locked(path):
         records = _read_records(path)
-        if not records or max_age is None or _current(records).created_at + max_age <= now:
+        if (
+            not records
+            or max_age is None
+            or _current(records).created_at + max_age <= now
+        ):
             records = _rotated(records, tokens, now)
             _write_records(path, records)
     return KeyRing(records, verify_window(tokens), now)
@@ -176,7 +188,9 @@ def key_file_mtime(settings: Settings) -> float | None:
         return None
 
 
-def _rotated(records: list[KeyRecord], tokens: TokenSettings, now: int) -> list[KeyRecord]:
+def _rotated(
+    records: list[KeyRecord], tokens: TokenSettings, now: int
+) -> list[KeyRecord]:
     window = verify_window(tokens)
     kept = [
         r if r.retired_at is not None else replace(r, retired_at=now)
@@ -198,7 +212,9 @@ def _configured_record(tokens: TokenSettings) -> KeyRecord:
         kid = "hs-" + _b64(hashlib.sha256(b"kid:" + secret).digest()[:9])
         return KeyRecord(kid, "HS256", _b64(secret), 0)
     if not tokens.private_key_file:
-        raise SettingsError(f"tokens.secret is for HS256; {tokens.algorithm} needs a key file")
+        raise SettingsError(
+            f"tokens.secret is for HS256; {tokens.algorithm} needs a key file"
+        )
     pem = _read_pem(Path(tokens.private_key_file))
     kid = "pem-" + _b64(hashlib.sha256(pem.encode()).digest()[:9])
     record = KeyRecord(kid, tokens.algorithm, pem, 0)
@@ -215,7 +231,9 @@ def _read_pem(path: Path) -> str:
     try:
         return path.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"cannot read tokens.private_key_file {path}: {exc}") from None
+        raise SettingsError(
+            f"cannot read tokens.private_key_file {path}: {exc}"
+        ) from None
 
 
 def _read_records(path: Path) -> list[KeyRecord]:

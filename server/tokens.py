@@ -80,7 +80,9 @@ class AccessTokens:
         if self.settings.audience:
             claims["aud"] = self.settings.audience
         key = self.ring.current
-        return jwt.encode(claims, key.signer, algorithm=key.algorithm, headers={"kid": key.kid})
+        return jwt.encode(
+            claims, key.signer, algorithm=key.algorithm, headers={"kid": key.kid}
+        )
 
     def verify(self, token: str) -> AccessClaims:
         """The claims of a valid token; raises TokenExpired or TokenInvalid."""
@@ -127,7 +129,9 @@ class AccessTokens:
         )
 
 
-def _claims(payload: dict[str, Any], now: float, settings: TokenSettings) -> AccessClaims:
+def _claims(
+    payload: dict[str, Any], now: float, settings: TokenSettings
+) -> AccessClaims:
     """Check what pyjwt does not: the type, claim types, `iat` not in the future, and no
     `aud` on a server that sets none."""
     roles, exp, iat = payload["roles"], payload["exp"], payload["iat"]
@@ -144,7 +148,9 @@ def _claims(payload: dict[str, Any], now: float, settings: TokenSettings) -> Acc
     )
     if not valid:
         raise TokenInvalid
-    return AccessClaims(payload["sub"], tuple(roles), payload["sid"], payload["jti"], exp)
+    return AccessClaims(
+        payload["sub"], tuple(roles), payload["sid"], payload["jti"], exp
+    )
 
 
 class RefreshTokens:

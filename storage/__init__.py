@@ -50,7 +50,9 @@ def create_storage(settings: Settings) -> Storage:
     if backend == "postgres":
         from .postgres import PostgresStorage
 
-        return PostgresStorage(settings.storage.dsn, ttl, pool_size=settings.storage.pool_size)
+        return PostgresStorage(
+            settings.storage.dsn, ttl, pool_size=settings.storage.pool_size
+        )
     from .sqlite import SQLiteStorage
 
     return SQLiteStorage(settings.storage.path, ttl)

@@ -86,7 +86,9 @@ class Storage(ABC):
         """
 
     @abstractmethod
-    async def revoke_session(self, token_hash: bytes, reason: RevokeReason, now: int) -> str | None:
+    async def revoke_session(
+        self, token_hash: bytes, reason: RevokeReason, now: int
+    ) -> str | None:
         """Revoke the session owning this refresh token; the session id, or None if the
         token is unknown. Revoking a revoked session changes nothing (returns its id)."""
 

@@ -64,7 +64,11 @@ class MemoryStorage(Storage):
     async def find_user(
         self, *, username: str | None = None, email: str | None = None
     ) -> User | None:
-        index, key = (self._usernames, username) if username is not None else (self._emails, email)
+        index, key = (
+            (self._usernames, username)
+            if username is not None
+            else (self._emails, email)
+        )
         user_id = index.get((key or "").casefold())
         return self._users.get(user_id) if user_id else None
 
@@ -88,7 +92,9 @@ class MemoryStorage(Storage):
         return [self._revoke(s, RevokeReason.USER_DELETED, now) for s in sessions]
 
     async def create_session(self, session: NewSession) -> None:
-        self._sessions[session.id] = _Session(session.id, session.user_id, session.expires_at)
+        self._sessions[session.id] = _Session(
+            session.id, session.user_id, session.expires_at
+        )
         self._tokens[session.token_hash] = _Token(session.id)
         self._session_tokens[session.id] = [session.token_hash]
 
@@ -121,11 +127,14 @@ class MemoryStorage(Storage):
             session_expires_at=session.expires_at,
             revoke_reason=session.reason,
             retired_at=token.retired_at,
-            successor_presented=successor is not None and successor.retired_at is not None,
+            successor_presented=successor is not None
+            and successor.retired_at is not None,
             user_exists=session.user_id in self._users,
         )
 
-    def _rotate(self, token: _Token, session: _Session, request: RefreshRequest) -> None:
+    def _rotate(
+        self, token: _Token, session: _Session, request: RefreshRequest
+    ) -> None:
         assert request.successor_hash is not None
         token.retired_at = request.now
         token.successor_hash = request.successor_hash
@@ -133,7 +142,9 @@ class MemoryStorage(Storage):
         self._session_tokens[session.id].append(request.successor_hash)
         session.expires_at = request.expires_at
 
-    async def revoke_session(self, token_hash: bytes, reason: RevokeReason, now: int) -> str | None:
+    async def revoke_session(
+        self, token_hash: bytes, reason: RevokeReason, now: int
+    ) -> str | None:
         token = self._tokens.get(token_hash)
         if token is None:
             return None
@@ -143,7 +154,11 @@ class MemoryStorage(Storage):
         return session.id
 
     async def live_revocations(self, now: int) -> list[Revocation]:
-        return [Revocation(sid, until) for sid, until in self._revocations.items() if until > now]
+        return [
+            Revocation(sid, until)
+            for sid, until in self._revocations.items()
+            if until > now
+        ]
 
     async def hit_counter(self, key: str, window: int, now: int) -> Counter:
         current = self._counters.get(key)
@@ -162,12 +177,18 @@ class MemoryStorage(Storage):
         self._counters.pop(key, None)
 
     async def purge_expired(self, now: int, batch_size: int) -> PurgeResult:
-        expired = [s.id for s in self._sessions.values() if s.expires_at <= now][:batch_size]
+        expired = [s.id for s in self._sessions.values() if s.expires_at <= now][
+            :batch_size
+        ]
         tokens = sum(self._delete_session(sid) for sid in expired)
-        ended = [k for k, until in self._revocations.items() if until <= now][:batch_size]
+        ended = [k for k, until in self._revocations.items() if until <= now][
+            :batch_size
+        ]
         for sid in ended:
             del self._revocations[sid]
-        counters = [k for k, c in self._counters.items() if c.reset_at <= now][:batch_size]
+        counters = [k for k, c in self._counters.items() if c.reset_at <= now][
+            :batch_size
+        ]
         for key in counters:
             del self._counters[key]
         return PurgeResult(len(expired), tokens, len(ended) + len(counters))
@@ -176,7 +197,11 @@ class MemoryStorage(Storage):
         return self._secrets.setdefault(name, candidate)
 
     def _live_sessions(self, user_id: str) -> list[_Session]:
-        return [s for s in self._sessions.values() if s.user_id == user_id and s.revoked_at is None]
+        return [
+            s
+            for s in self._sessions.values()
+            if s.user_id == user_id and s.revoked_at is None
+        ]
 
     def _revoke(self, session: _Session, reason: RevokeReason, now: int) -> str:
         session.revoked_at, session.reason = now, reason

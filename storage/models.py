@@ -45,7 +45,11 @@ class RefreshOutcome(StrEnum):
 
     @property
     def succeeded(self) -> bool:
-        return self in (RefreshOutcome.ROTATED, RefreshOutcome.REPLAYED, RefreshOutcome.VALID)
+        return self in (
+            RefreshOutcome.ROTATED,
+            RefreshOutcome.REPLAYED,
+            RefreshOutcome.VALID,
+        )
 
 
 @dataclass(frozen=True)

@@ -161,13 +161,17 @@ class PostgresStorage(Storage):
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
             )
-            current = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+            current = await conn.fetchval(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_version"
+            )
             if current > migrations.LATEST:
                 raise SchemaTooNew(migrations.too_new_message(current))
             for migration in migrations.pending(current):
                 for statement in migration.postgres:
                     await conn.execute(statement)
-                await conn.execute("INSERT INTO schema_version VALUES ($1)", migration.version)
+                await conn.execute(
+                    "INSERT INTO schema_version VALUES ($1)", migration.version
+                )
 
     # users
 
@@ -204,13 +208,17 @@ class PostgresStorage(Storage):
         raise StorageError(f"user {user.id} was not inserted: its id is taken")
 
     async def get_user(self, user_id: str) -> User | None:
-        row = await self.pool.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1", user_id)
+        row = await self.pool.fetchrow(
+            f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1", user_id
+        )
         return _user(row)
 
     async def find_user(
         self, *, username: str | None = None, email: str | None = None
     ) -> User | None:
-        column, value = ("username_key", username) if username is not None else ("email_key", email)
+        column, value = (
+            ("username_key", username) if username is not None else ("email_key", email)
+        )
         row = await self.pool.fetchrow(
             f"SELECT {_USER_COLUMNS} FROM users WHERE {column} = $1", _key(value or "")
         )
@@ -221,7 +229,9 @@ class PostgresStorage(Storage):
     ) -> list[str]:
         async with self._transaction() as conn:
             status = await conn.execute(
-                "UPDATE users SET password_hash = $1 WHERE id = $2", password_hash, user_id
+                "UPDATE users SET password_hash = $1 WHERE id = $2",
+                password_hash,
+                user_id,
             )
             if status == "UPDATE 0":
                 return []
@@ -234,7 +244,9 @@ class PostgresStorage(Storage):
             status = await conn.execute("DELETE FROM users WHERE id = $1", user_id)
             if status == "DELETE 0":
                 return None
-            return await self._revoke_user_sessions(conn, user_id, RevokeReason.USER_DELETED, now)
+            return await self._revoke_user_sessions(
+                conn, user_id, RevokeReason.USER_DELETED, now
+            )
 
     # sessions and refresh tokens
 
@@ -255,7 +267,11 @@ class PostgresStorage(Storage):
     async def use_refresh_token(self, request: RefreshRequest) -> RefreshResult:
         async with self._transaction() as conn:
             locked = await conn.fetchval(_LOCK_SESSION, request.token_hash)
-            row = await conn.fetchrow(_REFRESH_STATE, request.token_hash) if locked else None
+            row = (
+                await conn.fetchrow(_REFRESH_STATE, request.token_hash)
+                if locked
+                else None
+            )
             state = _token_state(row)
             outcome, action = decide(state, request)
             if state is None:
@@ -263,7 +279,11 @@ class PostgresStorage(Storage):
             await self._apply(conn, action, state, request)
             if not outcome.succeeded:
                 return RefreshResult(outcome, session_id=state.session_id)
-            expires_at = request.expires_at if action is Action.ROTATE else state.session_expires_at
+            expires_at = (
+                request.expires_at
+                if action is Action.ROTATE
+                else state.session_expires_at
+            )
             return RefreshResult(outcome, _user(row[5:]), state.session_id, expires_at)
 
     async def _apply(
@@ -272,7 +292,12 @@ class PostgresStorage(Storage):
         sid, now = state.session_id, request.now
         if action is Action.ROTATE:
             await conn.execute(
-                _ROTATE, request.token_hash, now, request.successor_hash, sid, request.expires_at
+                _ROTATE,
+                request.token_hash,
+                now,
+                request.successor_hash,
+                sid,
+                request.expires_at,
             )
         elif action is Action.DELETE_SESSION:
             await conn.fetchrow(_DELETE_SESSIONS, [sid])
@@ -281,7 +306,9 @@ class PostgresStorage(Storage):
         elif action is Action.REVOKE_USER_GONE:
             await self._revoke_session(conn, sid, RevokeReason.USER_DELETED, now)
 
-    async def revoke_session(self, token_hash: bytes, reason: RevokeReason, now: int) -> str | None:
+    async def revoke_session(
+        self, token_hash: bytes, reason: RevokeReason, now: int
+    ) -> str | None:
         async with self._transaction() as conn:
             sid = await conn.fetchval(_LOCK_SESSION, token_hash)
             if sid is not None:
@@ -302,7 +329,9 @@ class PostgresStorage(Storage):
 
     async def read_counter(self, key: str, now: int) -> Counter:
         row = await self.pool.fetchrow(
-            "SELECT count, reset_at FROM counters WHERE key = $1 AND reset_at > $2", key, now
+            "SELECT count, reset_at FROM counters WHERE key = $1 AND reset_at > $2",
+            key,
+            now,
         )
         return Counter(row[0], row[1]) if row else Counter(0, now)
 
@@ -327,12 +356,18 @@ class PostgresStorage(Storage):
             name,
             candidate,
         )
-        return bytes(await self.pool.fetchval("SELECT value FROM secrets WHERE name = $1", name))
+        return bytes(
+            await self.pool.fetchval("SELECT value FROM secrets WHERE name = $1", name)
+        )
 
     # helpers, called inside a transaction
 
-    async def _revoke_session(self, conn: _Conn, sid: str, reason: RevokeReason, now: int) -> None:
-        await conn.execute(_REVOKE_SESSION, sid, now, str(reason), now + self.revocation_ttl)
+    async def _revoke_session(
+        self, conn: _Conn, sid: str, reason: RevokeReason, now: int
+    ) -> None:
+        await conn.execute(
+            _REVOKE_SESSION, sid, now, str(reason), now + self.revocation_ttl
+        )
 
     async def _revoke_user_sessions(
         self,
@@ -343,7 +378,12 @@ class PostgresStorage(Storage):
         keep_session_id: str | None = None,
     ) -> list[str]:
         rows = await conn.fetch(
-            _REVOKE_USER, user_id, now, str(reason), now + self.revocation_ttl, keep_session_id
+            _REVOKE_USER,
+            user_id,
+            now,
+            str(reason),
+            now + self.revocation_ttl,
+            keep_session_id,
         )
         return [row[0] for row in rows]
 

@@ -32,13 +32,17 @@ class Action(Enum):
     REVOKE_USER_GONE = "revoke_user_gone"
 
 
-def decide(state: TokenState | None, request: RefreshRequest) -> tuple[RefreshOutcome, Action]:
+def decide(
+    state: TokenState | None, request: RefreshRequest
+) -> tuple[RefreshOutcome, Action]:
     """The outcome of presenting a token in `state`, and what to write for it."""
     if state is None:
         return RefreshOutcome.UNKNOWN, Action.NONE
     if state.revoke_reason is not None:
         reused = state.revoke_reason == RevokeReason.REUSE
-        return (RefreshOutcome.REUSED if reused else RefreshOutcome.REVOKED), Action.NONE
+        return (
+            RefreshOutcome.REUSED if reused else RefreshOutcome.REVOKED
+        ), Action.NONE
     if state.session_expires_at <= request.now:
         return RefreshOutcome.EXPIRED, Action.DELETE_SESSION
     if not state.user_exists:

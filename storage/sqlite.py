@@ -46,7 +46,9 @@ class SQLiteStorage(Storage):
 
     async def open(self) -> None:
         if self.path != ":memory:":
-            await asyncio.to_thread(Path(self.path).parent.mkdir, parents=True, exist_ok=True)
+            await asyncio.to_thread(
+                Path(self.path).parent.mkdir, parents=True, exist_ok=True
+            )
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
         for pragma in (
             "PRAGMA journal_mode = WAL",
@@ -86,7 +88,9 @@ class SQLiteStorage(Storage):
 
     async def _migrate(self) -> None:
         async with self._transaction() as db:
-            await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            await db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+            )
             row = await _fetchone(db, "SELECT MAX(version) FROM schema_version")
             current = row[0] or 0
             if current > migrations.LATEST:
@@ -94,7 +98,9 @@ class SQLiteStorage(Storage):
             for migration in migrations.pending(current):
                 for statement in migration.sqlite:
                     await db.execute(statement)
-                await db.execute("INSERT INTO schema_version VALUES (?)", (migration.version,))
+                await db.execute(
+                    "INSERT INTO schema_version VALUES (?)", (migration.version,)
+                )
 
     # users
 
@@ -104,7 +110,9 @@ class SQLiteStorage(Storage):
                 db, "SELECT 1 FROM users WHERE username_key = ?", (_key(user.username),)
             ):
                 raise UsernameTaken(user.username)
-            if await _fetchone(db, "SELECT 1 FROM users WHERE email_key = ?", (_key(user.email),)):
+            if await _fetchone(
+                db, "SELECT 1 FROM users WHERE email_key = ?", (_key(user.email),)
+            ):
                 raise EmailTaken(user.email)
             await db.execute(
                 "INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -129,9 +137,13 @@ class SQLiteStorage(Storage):
     async def find_user(
         self, *, username: str | None = None, email: str | None = None
     ) -> User | None:
-        column, value = ("username_key", username) if username is not None else ("email_key", email)
+        column, value = (
+            ("username_key", username) if username is not None else ("email_key", email)
+        )
         row = await _fetchone(
-            self.db, f"SELECT {_USER_COLUMNS} FROM users WHERE {column} = ?", (_key(value or ""),)
+            self.db,
+            f"SELECT {_USER_COLUMNS} FROM users WHERE {column} = ?",
+            (_key(value or ""),),
         )
         return _user(row)
 
@@ -140,7 +152,8 @@ class SQLiteStorage(Storage):
     ) -> list[str]:
         async with self._transaction() as db:
             cursor = await db.execute(
-                "UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id)
+                "UPDATE users SET password_hash = ? WHERE id = ?",
+                (password_hash, user_id),
             )
             if cursor.rowcount == 0:
                 return []
@@ -153,7 +166,9 @@ class SQLiteStorage(Storage):
             cursor = await db.execute("DELETE FROM users WHERE id = ?", (user_id,))
             if cursor.rowcount == 0:
                 return None
-            return await self._revoke_user_sessions(db, user_id, RevokeReason.USER_DELETED, now)
+            return await self._revoke_user_sessions(
+                db, user_id, RevokeReason.USER_DELETED, now
+            )
 
     # sessions and refresh tokens
 
@@ -179,11 +194,19 @@ class SQLiteStorage(Storage):
             if not outcome.succeeded:
                 return RefreshResult(outcome, session_id=state.session_id)
             user = await self._user_in(db, row[6])
-            expires_at = request.expires_at if action is Action.ROTATE else state.session_expires_at
+            expires_at = (
+                request.expires_at
+                if action is Action.ROTATE
+                else state.session_expires_at
+            )
             return RefreshResult(outcome, user, state.session_id, expires_at)
 
     async def _apply(
-        self, db: aiosqlite.Connection, action: Action, state: TokenState, request: RefreshRequest
+        self,
+        db: aiosqlite.Connection,
+        action: Action,
+        state: TokenState,
+        request: RefreshRequest,
     ) -> None:
         sid, now = state.session_id, request.now
         if action is Action.ROTATE:
@@ -196,7 +219,8 @@ class SQLiteStorage(Storage):
                 (request.successor_hash, sid),
             )
             await db.execute(
-                "UPDATE sessions SET expires_at = ? WHERE id = ?", (request.expires_at, sid)
+                "UPDATE sessions SET expires_at = ? WHERE id = ?",
+                (request.expires_at, sid),
             )
         elif action is Action.DELETE_SESSION:
             await self._delete_sessions(db, [sid])
@@ -205,7 +229,9 @@ class SQLiteStorage(Storage):
         elif action is Action.REVOKE_USER_GONE:
             await self._revoke(db, [sid], RevokeReason.USER_DELETED, now)
 
-    async def revoke_session(self, token_hash: bytes, reason: RevokeReason, now: int) -> str | None:
+    async def revoke_session(
+        self, token_hash: bytes, reason: RevokeReason, now: int
+    ) -> str | None:
         async with self._transaction() as db:
             row = await _fetchone(
                 db,
@@ -221,7 +247,8 @@ class SQLiteStorage(Storage):
 
     async def live_revocations(self, now: int) -> list[Revocation]:
         rows = await self.db.execute_fetchall(
-            "SELECT session_id, keep_until FROM revocations WHERE keep_until > ?", (now,)
+            "SELECT session_id, keep_until FROM revocations WHERE keep_until > ?",
+            (now,),
         )
         return [Revocation(sid, until) for sid, until in rows]
 
@@ -257,7 +284,8 @@ class SQLiteStorage(Storage):
     async def purge_expired(self, now: int, batch_size: int) -> PurgeResult:
         async with self._transaction() as db:
             rows = await db.execute_fetchall(
-                "SELECT id FROM sessions WHERE expires_at <= ? LIMIT ?", (now, batch_size)
+                "SELECT id FROM sessions WHERE expires_at <= ? LIMIT ?",
+                (now, batch_size),
             )
             tokens = await self._delete_sessions(db, [r[0] for r in rows])
         other = 0
@@ -277,13 +305,17 @@ class SQLiteStorage(Storage):
                 "INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
                 (name, candidate),
             )
-            row = await _fetchone(db, "SELECT value FROM secrets WHERE name = ?", (name,))
+            row = await _fetchone(
+                db, "SELECT value FROM secrets WHERE name = ?", (name,)
+            )
         return bytes(row[0])
 
     # helpers, called inside a transaction
 
     async def _user_in(self, db: aiosqlite.Connection, user_id: str) -> User | None:
-        row = await _fetchone(db, f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?", (user_id,))
+        row = await _fetchone(
+            db, f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?", (user_id,)
+        )
         return _user(row)
 
     async def _revoke_user_sessions(
@@ -319,7 +351,9 @@ class SQLiteStorage(Storage):
         if not sids:
             return 0
         marks = ",".join("?" * len(sids))
-        cursor = await db.execute(f"DELETE FROM refresh_tokens WHERE session_id IN ({marks})", sids)
+        cursor = await db.execute(
+            f"DELETE FROM refresh_tokens WHERE session_id IN ({marks})", sids
+        )
         await db.execute(f"DELETE FROM sessions WHERE id IN ({marks})", sids)
         return cursor.rowcount
 
@@ -341,7 +375,12 @@ def _user(row: tuple | None) -> User | None:
         return None
     user_id, username, email, password_hash, roles, created_at = row
     return User(
-        user_id, username, email, password_hash, tuple(roles.split(",")) if roles else (), created_at
+        user_id,
+        username,
+        email,
+        password_hash,
+        tuple(roles.split(",")) if roles else (),
+        created_at,
     )
 
 

@@ -23,7 +23,8 @@ BACKENDS = [
         "postgres",
         id="postgres",
         marks=pytest.mark.skipif(
-            not POSTGRES_DSN, reason="AUTH_TEST_POSTGRES_DSN is not set: PostgreSQL tests skipped"
+            not POSTGRES_DSN,
+            reason="AUTH_TEST_POSTGRES_DSN is not set: PostgreSQL tests skipped",
         ),
     ),
 ]
@@ -96,5 +97,7 @@ async def open_test_storage(
         ):
             yield storage
         return
-    async with opened(make_storage(kind, str(tmp_path / "auth.db"), revocation_ttl)) as storage:
+    async with opened(
+        make_storage(kind, str(tmp_path / "auth.db"), revocation_ttl)
+    ) as storage:
         yield storage

@@ -36,7 +36,9 @@ def make_settings(
     """Test settings; `sections` override fields per section, e.g. tokens={"access_ttl": 1}."""
     base = Settings(
         server=ServerSettings(),
-        storage=StorageSettings(backend=backend, path=str(tmp_path / "data" / "auth.db"), dsn=dsn),
+        storage=StorageSettings(
+            backend=backend, path=str(tmp_path / "data" / "auth.db"), dsn=dsn
+        ),
         tokens=TokenSettings(secret=TEST_SECRET),
         passwords=PasswordSettings(bcrypt_rounds=4, hash_workers=2),
         ratelimit=RateLimitSettings(enabled=False),
@@ -79,14 +81,20 @@ class Api:
         headers = {"x-access-token": token} if token else {}
         return await self.client.post("/api/auth/signup", json=body, headers=headers)
 
-    async def signin(self, username: str, password: str = PASSWORD, **extra: str) -> Any:
+    async def signin(
+        self, username: str, password: str = PASSWORD, **extra: str
+    ) -> Any:
         body = {"username": username, "password": password, **extra}
         return await self.client.post("/api/auth/signin", json=body)
 
-    async def user(self, username: str | None = None, roles: list[str] | None = None) -> dict:
+    async def user(
+        self, username: str | None = None, roles: list[str] | None = None
+    ) -> dict:
         """Sign up (an admin through the storage-free path: roles need an admin token, so
         the first admin is made by `admin()`), sign in, and return the sign-in body."""
-        response = await self.signup(username, roles=roles, token=await self._admin_token(roles))
+        response = await self.signup(
+            username, roles=roles, token=await self._admin_token(roles)
+        )
         assert response.status == 201, await response.text()
         name = username or f"user{self._counter}"
         signed_in = await self.signin(name)
@@ -100,11 +108,15 @@ class Api:
 
     async def refresh(self, refresh_token: Any, **headers: str) -> Any:
         return await self.client.post(
-            "/api/auth/refreshtoken", json={"refreshToken": refresh_token}, headers=headers
+            "/api/auth/refreshtoken",
+            json={"refreshToken": refresh_token},
+            headers=headers,
         )
 
     async def signout(self, refresh_token: Any) -> Any:
-        return await self.client.post("/api/auth/signout", json={"refreshToken": refresh_token})
+        return await self.client.post(
+            "/api/auth/signout", json={"refreshToken": refresh_token}
+        )
 
     async def get(self, path: str, token: str | None = None, **headers: str) -> Any:
         if token is not None:
@@ -123,7 +135,12 @@ async def make_admin_token(app: web.Application) -> str:
     if admin is None:
         password_hash = await app[keys.PASSWORDS].hash(PASSWORD)
         admin = User(
-            "admin-id", "root-admin", "root@example.com", password_hash, ("user", "admin"), 0
+            "admin-id",
+            "root-admin",
+            "root@example.com",
+            password_hash,
+            ("user", "admin"),
+            0,
         )
         await storage.create_user(admin)
     session_id = secrets.token_hex(16)
@@ -132,7 +149,9 @@ async def make_admin_token(app: web.Application) -> str:
     return app[keys.ACCESS_TOKENS].issue(admin, session_id)
 
 
-async def expect_error(response: Any, status: int, message: str | None, code: str) -> dict:
+async def expect_error(
+    response: Any, status: int, message: str | None, code: str
+) -> dict:
     """Assert the contract's error shape exactly."""
     body = await response.json()
     assert (response.status, body.get("code")) == (status, code), body
@@ -171,4 +190,6 @@ async def api(make_api: MakeApi) -> Api:
 
 def _database(backend: str) -> Any:
     """A fresh PostgreSQL schema per test, or nothing for the other backends."""
-    return postgres_schema_dsn() if backend == "postgres" else contextlib.nullcontext("")
+    return (
+        postgres_schema_dsn() if backend == "postgres" else contextlib.nullcontext("")
+    )

@@ -25,19 +25,28 @@ def free_port() -> int:
 
 def server_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTH_")}
-    env.update({
-        "AUTH_STORAGE_PATH": str(tmp_path / "data" / "auth.db"),
-        "AUTH_PASSWORDS_BCRYPT_ROUNDS": "4",
-        "AUTH_RATELIMIT_ENABLED": "false",
-        **overrides,
-    })
+    env.update(
+        {
+            "AUTH_STORAGE_PATH": str(tmp_path / "data" / "auth.db"),
+            "AUTH_PASSWORDS_BCRYPT_ROUNDS": "4",
+            "AUTH_RATELIMIT_ENABLED": "false",
+            **overrides,
+        }
+    )
     return env
 
 
-def run_cli(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], env: dict[str, str], stdin: str = ""
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "run.py", *args], cwd=ROOT, env=env, input=stdin,
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "run.py", *args],
+        cwd=ROOT,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -55,8 +64,12 @@ class ServerProcess:
 
     def __enter__(self) -> ServerProcess:
         self.process = subprocess.Popen(
-            [sys.executable, "run.py", *self.args], cwd=ROOT, env=self.env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [sys.executable, "run.py", *self.args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             start_new_session=True,
         )
         deadline = time.monotonic() + 30

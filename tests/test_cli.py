@@ -27,23 +27,48 @@ def test_serve_without_configuration_generates_a_private_key(tmp_path: Path) -> 
 
 def test_create_user_then_sign_in_as_admin(tmp_path: Path) -> None:
     env = server_env(tmp_path)
-    args = ["create-user", "--username", "root", "--email", "root@example.com",
-            "--role", "admin", "--password-stdin"]
+    args = [
+        "create-user",
+        "--username",
+        "root",
+        "--email",
+        "root@example.com",
+        "--role",
+        "admin",
+        "--password-stdin",
+    ]
     created = run_cli(args, env, stdin=PASSWORD + "\n")
     assert created.returncode == 0, created.stderr
     again = run_cli(args, env, stdin=PASSWORD + "\n")
     assert (again.returncode, again.stderr.strip()) == (
-        1, "error: Failed! Username is already in use!")
-    weak = run_cli(["create-user", "--username", "weak", "--email", "w@example.com",
-                    "--password-stdin"], env, stdin="short\n")
+        1,
+        "error: Failed! Username is already in use!",
+    )
+    weak = run_cli(
+        [
+            "create-user",
+            "--username",
+            "weak",
+            "--email",
+            "w@example.com",
+            "--password-stdin",
+        ],
+        env,
+        stdin="short\n",
+    )
     assert (weak.returncode, weak.stderr.strip()) == (
-        1, "error: password must be at least 8 characters")
+        1,
+        "error: password must be at least 8 characters",
+    )
     with ServerProcess(env) as server:
-        status, body = server.request("POST", "/api/auth/signin",
-                                      {"username": "root", "password": PASSWORD})
+        status, body = server.request(
+            "POST", "/api/auth/signin", {"username": "root", "password": PASSWORD}
+        )
         assert (status, body["roles"]) == (200, ["ROLE_USER", "ROLE_ADMIN"])
         assert server.request("GET", "/api/test/admin", token=body["accessToken"]) == (
-            200, "Admin Content.")
+            200,
+            "Admin Content.",
+        )
 
 
 def test_purge_prints_how_many_tokens_it_deleted(tmp_path: Path) -> None:
@@ -52,12 +77,16 @@ def test_purge_prints_how_many_tokens_it_deleted(tmp_path: Path) -> None:
         body = {"username": "alice", "email": "a@example.com", "password": PASSWORD}
         assert server.request("POST", "/api/auth/signup", body)[0] == 201
         for _ in range(3):
-            status, _ = server.request("POST", "/api/auth/signin",
-                                       {"username": "alice", "password": PASSWORD})
+            status, _ = server.request(
+                "POST", "/api/auth/signin", {"username": "alice", "password": PASSWORD}
+            )
             assert status == 200
     time.sleep(1.1)
     purged = run_cli(["purge"], env)
-    assert (purged.returncode, purged.stdout.strip()) == (0, "Purged 3 expired refresh tokens.")
+    assert (purged.returncode, purged.stdout.strip()) == (
+        0,
+        "Purged 3 expired refresh tokens.",
+    )
     again = run_cli(["purge"], env)
     assert again.stdout.strip() == "Purged 0 expired refresh tokens."
 
@@ -73,9 +102,15 @@ def test_rotate_key_keeps_old_tokens_valid(tmp_path: Path) -> None:
     assert "keys verify tokens" in rotated.stdout
     with ServerProcess(env) as server:
         new = server.request("POST", "/api/auth/signin", body)[1]["accessToken"]
-        assert jwt.get_unverified_header(new)["kid"] != jwt.get_unverified_header(old)["kid"]
+        assert (
+            jwt.get_unverified_header(new)["kid"]
+            != jwt.get_unverified_header(old)["kid"]
+        )
         for token in (old, new):
-            assert server.request("GET", "/api/test/user", token=token) == (200, "User Content.")
+            assert server.request("GET", "/api/test/user", token=token) == (
+                200,
+                "User Content.",
+            )
 
 
 def test_rotate_key_refuses_a_configured_secret(tmp_path: Path) -> None:
@@ -89,4 +124,5 @@ def test_bad_settings_stop_the_server_with_a_message(tmp_path: Path) -> None:
     result = run_cli(["serve"], server_env(tmp_path, AUTH_TOKENS_SECRET="short"))
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "error: tokens.secret must be at least 32 bytes (or empty to generate one)")
+        "error: tokens.secret must be at least 32 bytes (or empty to generate one)"
+    )

@@ -34,7 +34,9 @@ async def test_public_route_ignores_a_bad_token(api: Api) -> None:
         (["moderator", "admin"], set(BOARDS)),
     ],
 )
-async def test_boards_by_role(api: Api, roles: list[str] | None, allowed: set[str]) -> None:
+async def test_boards_by_role(
+    api: Api, roles: list[str] | None, allowed: set[str]
+) -> None:
     token = (await api.user(roles=roles))["accessToken"]
     for path, text in BOARDS.items():
         response = await api.get(path, token)

@@ -17,7 +17,9 @@ async def test_openapi_describes_every_route(api: Api) -> None:
     assert response.status == 200
     assert document["openapi"] == "3.1.0"
     described = {
-        (method.upper(), path) for path, item in document["paths"].items() for method in item
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method in item
     }
     assert described == {(route.method, route.path) for route in ROUTES}
     signup = document["paths"]["/api/auth/signup"]["post"]

@@ -37,7 +37,10 @@ async def test_wrong_method(api: Api) -> None:
         (b'"text"', "Request body must be a JSON object"),
         (b"null", "Request body must be a JSON object"),
         (b'{"refreshToken": NaN, "username": "a"}', "NaN is not allowed in JSON"),
-        (b'{"username": "a", "username": "b"}', "Duplicate key 'username' in request body"),
+        (
+            b'{"username": "a", "username": "b"}',
+            "Duplicate key 'username' in request body",
+        ),
         (b"\xff\xfe{}", "Request body is not valid UTF-8"),
         (b"[" * 5000 + b"]" * 5000, "Request body is not valid JSON"),
     ],
@@ -53,7 +56,9 @@ async def test_bodies_must_be_json(api: Api, path: str) -> None:
     await expect_error(
         response, 415, "Content-Type must be application/json", "unsupported_media_type"
     )
-    response = await api.client.post(path, data=b'{"a": 1}', headers={"Content-Type": "text/plain"})
+    response = await api.client.post(
+        path, data=b'{"a": 1}', headers={"Content-Type": "text/plain"}
+    )
     await expect_error(response, 415, None, "unsupported_media_type")
 
 
@@ -63,14 +68,18 @@ async def test_other_charsets_are_refused(api: Api) -> None:
         data='{"username": "é"}'.encode("latin-1"),
         headers={"Content-Type": "application/json; charset=latin-1"},
     )
-    await expect_error(response, 400, "Request body must be UTF-8 encoded JSON", "validation_error")
+    await expect_error(
+        response, 400, "Request body must be UTF-8 encoded JSON", "validation_error"
+    )
 
 
 async def test_oversized_body(make_api: MakeApi) -> None:
     api = await make_api(server={"max_body_bytes": 2048})
     body = b'{"username": "' + b"a" * 4096 + b'"}'
     response = await api.client.post("/api/auth/signin", data=body, headers=JSON)
-    await expect_error(response, 413, "Request body is larger than 2048 bytes", "payload_too_large")
+    await expect_error(
+        response, 413, "Request body is larger than 2048 bytes", "payload_too_large"
+    )
 
 
 async def test_default_body_limit_is_16_kib(api: Api) -> None:
@@ -87,6 +96,7 @@ async def test_security_headers_everywhere(api: Api) -> None:
     ):
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert response.headers["Cache-Control"] == "no-store"
+        assert response.headers["Server"] == "auth-server"
 
 
 async def test_no_secret_in_any_response(api: Api) -> None:
@@ -105,7 +115,9 @@ async def test_no_secret_in_any_response(api: Api) -> None:
 
 
 async def test_cors_is_off_by_default(api: Api) -> None:
-    response = await api.client.get("/api/test/all", headers={"Origin": "http://localhost:8081"})
+    response = await api.client.get(
+        "/api/test/all", headers={"Origin": "http://localhost:8081"}
+    )
     assert "Access-Control-Allow-Origin" not in response.headers
 
 
@@ -113,13 +125,20 @@ async def test_cors_for_the_seeds_front_end(make_api: MakeApi) -> None:
     api = await make_api(server={"cors_origins": ("http://localhost:8081",)})
     preflight = await api.client.options(
         "/api/auth/signin",
-        headers={"Origin": "http://localhost:8081", "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "content-type, x-access-token"},
+        headers={
+            "Origin": "http://localhost:8081",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, x-access-token",
+        },
     )
     assert preflight.status == 204
     assert preflight.headers["Access-Control-Allow-Origin"] == "http://localhost:8081"
     assert "x-access-token" in preflight.headers["Access-Control-Allow-Headers"]
-    response = await api.client.get("/api/test/all", headers={"Origin": "http://localhost:8081"})
+    response = await api.client.get(
+        "/api/test/all", headers={"Origin": "http://localhost:8081"}
+    )
     assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:8081"
-    other = await api.client.get("/api/test/all", headers={"Origin": "https://evil.example"})
+    other = await api.client.get(
+        "/api/test/all", headers={"Origin": "https://evil.example"}
+    )
     assert "Access-Control-Allow-Origin" not in other.headers

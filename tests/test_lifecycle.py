@@ -25,7 +25,9 @@ async def test_restart_keeps_users_sessions_and_revocations(
 ) -> None:
     import contextlib
 
-    database = postgres_schema_dsn() if backend == "postgres" else contextlib.nullcontext("")
+    database = (
+        postgres_schema_dsn() if backend == "postgres" else contextlib.nullcontext("")
+    )
     async with database as dsn:
         settings = make_settings(tmp_path, backend, dsn, tokens={"secret": ""})
         first = Api(await aiohttp_client(create_app(settings)))
@@ -38,21 +40,32 @@ async def test_restart_keeps_users_sessions_and_revocations(
         assert (await second.signin("alice")).status == 200
         assert (await second.get("/api/test/user", kept["accessToken"])).status == 200
         assert (await second.refresh(kept["refreshToken"])).status == 200
-        await expect_error(await second.get("/api/test/user", gone["accessToken"]), 401,
-                           "Unauthorized!", "token_revoked")
-        await expect_error(await second.refresh(gone["refreshToken"]), 403, None,
-                           "refresh_revoked")
+        await expect_error(
+            await second.get("/api/test/user", gone["accessToken"]),
+            401,
+            "Unauthorized!",
+            "token_revoked",
+        )
+        await expect_error(
+            await second.refresh(gone["refreshToken"]), 403, None, "refresh_revoked"
+        )
 
 
 async def test_purge_task_deletes_expired_tokens(make_api: MakeApi) -> None:
     api = await make_api(tokens={"refresh_ttl": 1}, purge={"interval": 0.3})
     expired = (await api.user("alice"))["refreshToken"]
     await asyncio.sleep(1.8)  # past the TTL, then at least one purge pass
-    await expect_error(await api.refresh(expired), 403, "Refresh token is not in database!",
-                       "refresh_unknown")
+    await expect_error(
+        await api.refresh(expired),
+        403,
+        "Refresh token is not in database!",
+        "refresh_unknown",
+    )
 
 
-async def test_purge_once_works_in_batches_and_spares_live_sessions(make_api: MakeApi) -> None:
+async def test_purge_once_works_in_batches_and_spares_live_sessions(
+    make_api: MakeApi,
+) -> None:
     api = await make_api(tokens={"refresh_ttl": 60})
     live = await api.user("alice")
     for _ in range(5):

@@ -34,10 +34,15 @@ async def test_no_token(api: Api, headers: dict[str, str]) -> None:
 async def test_expired_token(api: Api) -> None:
     past = int(time.time()) - 3600
     token = jwt.encode(
-        _claims(api, iat=past, exp=past + 60), TEST_SECRET, "HS256", headers={"kid": _kid(api)}
+        _claims(api, iat=past, exp=past + 60),
+        TEST_SECRET,
+        "HS256",
+        headers={"kid": _kid(api)},
     )
     response = await api.get("/api/test/user", token)
-    await expect_error(response, 401, "Unauthorized! Access Token was expired!", "token_expired")
+    await expect_error(
+        response, 401, "Unauthorized! Access Token was expired!", "token_expired"
+    )
     assert response.headers["WWW-Authenticate"] == WWW_AUTHENTICATE
 
 
@@ -70,11 +75,18 @@ async def test_bad_tokens_are_invalid(api: Api) -> None:
         "a.b.c",
         good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB"),
         jwt.encode(
-            _claims(api), "another-secret-that-is-32-bytes-long!!", "HS256", headers={"kid": kid}
+            _claims(api),
+            "another-secret-that-is-32-bytes-long!!",
+            "HS256",
+            headers={"kid": kid},
         ),
         jwt.encode(_claims(api), None, "none", headers={"kid": kid}),
-        jwt.encode(_claims(api, iss="someone-else"), TEST_SECRET, "HS256", headers={"kid": kid}),
-        jwt.encode(_claims(api, typ="refresh"), TEST_SECRET, "HS256", headers={"kid": kid}),
+        jwt.encode(
+            _claims(api, iss="someone-else"), TEST_SECRET, "HS256", headers={"kid": kid}
+        ),
+        jwt.encode(
+            _claims(api, typ="refresh"), TEST_SECRET, "HS256", headers={"kid": kid}
+        ),
         jwt.encode(_claims(api, exp=None), TEST_SECRET, "HS256", headers={"kid": kid}),
         jwt.encode(_claims(api), TEST_SECRET, "HS256", headers={"kid": "unknown"}),
         jwt.encode(_claims(api), TEST_SECRET, "HS256"),
@@ -100,7 +112,10 @@ async def test_token_of_deleted_user(api: Api) -> None:
     deleted = await api.client.delete(
         f"/api/users/{signed_in['id']}", headers={"x-access-token": admin}
     )
-    assert (deleted.status, await deleted.json()) == (200, {"message": "User was deleted."})
+    assert (deleted.status, await deleted.json()) == (
+        200,
+        {"message": "User was deleted."},
+    )
     response = await api.get("/api/users/me", signed_in["accessToken"])
     await expect_error(response, 401, UNAUTHORIZED, "token_revoked")
 
@@ -126,12 +141,22 @@ async def test_short_tokens_get_no_more_leeway_than_a_tenth_of_their_life(
     token = (await api.user())["accessToken"]
     assert (await api.get("/api/test/user", token)).status == 200
     await asyncio.sleep(2.1)
-    await expect_error(await api.get("/api/test/user", token), 401,
-                       "Unauthorized! Access Token was expired!", "token_expired")
+    await expect_error(
+        await api.get("/api/test/user", token),
+        401,
+        "Unauthorized! Access Token was expired!",
+        "token_expired",
+    )
 
 
 async def test_default_leeway_accepts_small_clock_skew(api: Api) -> None:
-    past = int(time.time()) - 20  # expired 20 s ago: within the 30 s leeway of a 900 s token
-    token = jwt.encode(_claims(api, iat=past - 900, exp=past), TEST_SECRET, "HS256",
-                       headers={"kid": _kid(api)})
+    past = (
+        int(time.time()) - 20
+    )  # expired 20 s ago: within the 30 s leeway of a 900 s token
+    token = jwt.encode(
+        _claims(api, iat=past - 900, exp=past),
+        TEST_SECRET,
+        "HS256",
+        headers={"kid": _kid(api)},
+    )
     assert (await api.get("/api/test/user", token)).status == 200

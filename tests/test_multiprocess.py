@@ -20,16 +20,26 @@ POLL = 0.5
 
 
 @contextlib.asynccontextmanager
-async def two_servers(tmp_path: Path, backend: str) -> AsyncIterator[list[ServerProcess]]:
-    database = postgres_schema_dsn() if backend == "postgres" else contextlib.nullcontext("")
+async def two_servers(
+    tmp_path: Path, backend: str
+) -> AsyncIterator[list[ServerProcess]]:
+    database = (
+        postgres_schema_dsn() if backend == "postgres" else contextlib.nullcontext("")
+    )
     async with database as dsn:
-        env = server_env(tmp_path, AUTH_STORAGE_BACKEND=backend, AUTH_STORAGE_DSN=dsn,
-                         AUTH_TOKENS_REVOCATION_POLL=str(POLL))
+        env = server_env(
+            tmp_path,
+            AUTH_STORAGE_BACKEND=backend,
+            AUTH_STORAGE_DSN=dsn,
+            AUTH_TOKENS_REVOCATION_POLL=str(POLL),
+        )
         with ServerProcess(dict(env)) as first, ServerProcess(dict(env)) as second:
             yield [first, second]
 
 
-async def post(session: aiohttp.ClientSession, url: str, body: dict) -> tuple[int, dict]:
+async def post(
+    session: aiohttp.ClientSession, url: str, body: dict
+) -> tuple[int, dict]:
     async with session.post(url, json=body) as response:
         return response.status, await response.json()
 
@@ -51,28 +61,49 @@ async def signed_in(session: aiohttp.ClientSession, server: ServerProcess) -> di
 async def test_signout_on_one_process_is_honoured_by_the_other(
     tmp_path: Path, backend: str
 ) -> None:
-    async with two_servers(tmp_path, backend) as (one, other), aiohttp.ClientSession() as http:
+    async with (
+        two_servers(tmp_path, backend) as (one, other),
+        aiohttp.ClientSession() as http,
+    ):
         tokens = await signed_in(http, one)
         user_route = other.url + "/api/test/user"
-        assert await get(http, user_route, tokens["accessToken"]) == (200, "User Content.")
-        status, _ = await post(http, one.url + "/api/auth/signout",
-                               {"refreshToken": tokens["refreshToken"]})
+        assert await get(http, user_route, tokens["accessToken"]) == (
+            200,
+            "User Content.",
+        )
+        status, _ = await post(
+            http,
+            one.url + "/api/auth/signout",
+            {"refreshToken": tokens["refreshToken"]},
+        )
         assert status == 200
         await asyncio.sleep(POLL + 0.5)
         status, text = await get(http, user_route, tokens["accessToken"])
-        assert (status, text) == (401, '{"message": "Unauthorized!", "code": "token_revoked"}')
+        assert (status, text) == (
+            401,
+            '{"message": "Unauthorized!", "code": "token_revoked"}',
+        )
 
 
 @pytest.mark.parametrize("backend", SQL_BACKENDS)
 async def test_concurrent_refreshes_over_two_processes_mint_one_token(
     tmp_path: Path, backend: str
 ) -> None:
-    async with two_servers(tmp_path, backend) as servers, aiohttp.ClientSession() as http:
+    async with (
+        two_servers(tmp_path, backend) as servers,
+        aiohttp.ClientSession() as http,
+    ):
         token = (await signed_in(http, servers[0]))["refreshToken"]
-        results = await asyncio.gather(*(
-            post(http, servers[n % 2].url + "/api/auth/refreshtoken", {"refreshToken": token})
-            for n in range(50)
-        ))
+        results = await asyncio.gather(
+            *(
+                post(
+                    http,
+                    servers[n % 2].url + "/api/auth/refreshtoken",
+                    {"refreshToken": token},
+                )
+                for n in range(50)
+            )
+        )
         assert [status for status, _ in results] == [200] * 50
         assert len({body["refreshToken"] for _, body in results}) == 1
 
@@ -82,10 +113,12 @@ async def test_workers_share_the_port(tmp_path: Path) -> None:
     with ServerProcess(env, "--workers", "2") as server:
         async with aiohttp.ClientSession() as http:
             tokens = await signed_in(http, server)
-            results = await asyncio.gather(*(
-                get(http, server.url + "/api/test/user", tokens["accessToken"])
-                for _ in range(20)
-            ))
+            results = await asyncio.gather(
+                *(
+                    get(http, server.url + "/api/test/user", tokens["accessToken"])
+                    for _ in range(20)
+                )
+            )
         assert results == [(200, "User Content.")] * 20
         assert "with 2 workers" in server.process.stdout.readline()
         assert len(worker_processes(server.process.pid)) == 2

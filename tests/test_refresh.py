@@ -31,25 +31,34 @@ async def test_refresh_rotates(api: Api) -> None:
     assert sid(body["accessToken"]) == sid(signed_in["accessToken"])
     assert (await api.get("/api/test/user", body["accessToken"])).status == 200
     following = await refreshed(api, body["refreshToken"])
-    assert following["refreshToken"] not in (body["refreshToken"], signed_in["refreshToken"])
+    assert following["refreshToken"] not in (
+        body["refreshToken"],
+        signed_in["refreshToken"],
+    )
 
 
 async def test_missing_token(api: Api) -> None:
     for body in ({}, {"refreshToken": None}, {"refreshToken": ""}):
         response = await api.client.post("/api/auth/refreshtoken", json=body)
-        await expect_error(response, 403, "Refresh Token is required!", "refresh_missing")
+        await expect_error(
+            response, 403, "Refresh Token is required!", "refresh_missing"
+        )
     response = await api.client.post("/api/auth/refreshtoken")
     await expect_error(response, 403, "Refresh Token is required!", "refresh_missing")
 
 
 async def test_unknown_token(api: Api) -> None:
     response = await api.refresh("no-such-token")
-    await expect_error(response, 403, "Refresh token is not in database!", "refresh_unknown")
+    await expect_error(
+        response, 403, "Refresh token is not in database!", "refresh_unknown"
+    )
 
 
 async def test_wrong_type_is_a_validation_error(api: Api) -> None:
     response = await api.refresh(12345)
-    await expect_error(response, 400, "refreshToken must be a string", "validation_error")
+    await expect_error(
+        response, 400, "refreshToken must be a string", "validation_error"
+    )
 
 
 async def test_expired_token_is_deleted(make_api: MakeApi) -> None:
@@ -64,7 +73,9 @@ async def test_expired_token_is_deleted(make_api: MakeApi) -> None:
         "refresh_expired",
     )
     response = await api.refresh(token)
-    await expect_error(response, 403, "Refresh token is not in database!", "refresh_unknown")
+    await expect_error(
+        response, 403, "Refresh token is not in database!", "refresh_unknown"
+    )
 
 
 async def test_refresh_ignores_any_access_token(api: Api) -> None:
@@ -77,7 +88,9 @@ async def test_refresh_ignores_any_access_token(api: Api) -> None:
     assert response.status == 200
 
 
-async def test_replay_within_reuse_interval_returns_the_same_successor(api: Api) -> None:
+async def test_replay_within_reuse_interval_returns_the_same_successor(
+    api: Api,
+) -> None:
     token = (await api.user())["refreshToken"]
     first = await refreshed(api, token)
     second = await refreshed(api, token)
@@ -85,7 +98,9 @@ async def test_replay_within_reuse_interval_returns_the_same_successor(api: Api)
 
 
 @pytest.mark.parametrize("strict", [False, True])
-async def test_reuse_after_successor_was_presented(make_api: MakeApi, strict: bool) -> None:
+async def test_reuse_after_successor_was_presented(
+    make_api: MakeApi, strict: bool
+) -> None:
     api = await make_api(tokens={"reuse_interval": 0, "strict_rotation": strict})
     signed_in = await api.user()
     first = await refreshed(api, signed_in["refreshToken"])

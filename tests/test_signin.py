@@ -31,7 +31,11 @@ async def test_signin_body(api: Api) -> None:
         "alice",
         "alice@example.com",
     )
-    assert (body["roles"], body["tokenType"], body["expiresIn"]) == (["ROLE_USER"], "Bearer", 900)
+    assert (body["roles"], body["tokenType"], body["expiresIn"]) == (
+        ["ROLE_USER"],
+        "Bearer",
+        900,
+    )
     assert response.headers["Cache-Control"] == "no-store"
     assert len(body["refreshToken"]) >= 43  # 256 bits, base64url
 
@@ -42,7 +46,11 @@ async def test_access_token_claims(api: Api) -> None:
         body["accessToken"], TEST_SECRET, algorithms=["HS256"], issuer="auth-server"
     )
     assert set(claims) == {"sub", "roles", "sid", "jti", "iat", "exp", "iss", "typ"}
-    assert (claims["sub"], claims["roles"], claims["typ"]) == (body["id"], ["user"], "access")
+    assert (claims["sub"], claims["roles"], claims["typ"]) == (
+        body["id"],
+        ["user"],
+        "access",
+    )
     assert claims["exp"] - claims["iat"] == 900
     header = jwt.get_unverified_header(body["accessToken"])
     assert header["alg"] == "HS256"

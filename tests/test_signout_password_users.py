@@ -41,7 +41,9 @@ async def test_signout_is_idempotent(api: Api) -> None:
 async def test_signout_needs_a_token(api: Api) -> None:
     for body in ({}, {"refreshToken": ""}):
         response = await api.client.post("/api/auth/signout", json=body)
-        await expect_error(response, 403, "Refresh Token is required!", "refresh_missing")
+        await expect_error(
+            response, 403, "Refresh Token is required!", "refresh_missing"
+        )
 
 
 async def test_signout_leaves_other_sessions(api: Api) -> None:
@@ -64,13 +66,21 @@ async def test_password_change_revokes_other_sessions(api: Api) -> None:
     this = await api.user("alice")
     other = await (await api.signin("alice")).json()
     response = await change(api, this["accessToken"], PASSWORD, NEW_PASSWORD)
-    assert (response.status, await response.json()) == (200, {"message": "Password changed."})
+    assert (response.status, await response.json()) == (
+        200,
+        {"message": "Password changed."},
+    )
     assert (await api.get("/api/test/user", this["accessToken"])).status == 200
     assert (await api.refresh(this["refreshToken"])).status == 200
     await expect_error(
-        await api.get("/api/test/user", other["accessToken"]), 401, None, "token_revoked"
+        await api.get("/api/test/user", other["accessToken"]),
+        401,
+        None,
+        "token_revoked",
     )
-    await expect_error(await api.refresh(other["refreshToken"]), 403, None, "refresh_revoked")
+    await expect_error(
+        await api.refresh(other["refreshToken"]), 403, None, "refresh_revoked"
+    )
     await expect_error(await api.signin("alice"), 401, None, "invalid_credentials")
     assert (await api.signin("alice", NEW_PASSWORD)).status == 200
 
@@ -78,7 +88,9 @@ async def test_password_change_revokes_other_sessions(api: Api) -> None:
 async def test_wrong_current_password_is_400_not_401(api: Api) -> None:
     token = (await api.user("alice"))["accessToken"]
     response = await change(api, token, "not my password", NEW_PASSWORD)
-    await expect_error(response, 400, "Current password is incorrect.", "invalid_credentials")
+    await expect_error(
+        response, 400, "Current password is incorrect.", "invalid_credentials"
+    )
     assert (await api.signin("alice")).status == 200
 
 
@@ -93,7 +105,8 @@ async def test_new_password_follows_the_rules(api: Api, new: str) -> None:
 
 async def test_password_change_needs_a_token(api: Api) -> None:
     response = await api.client.post(
-        "/api/auth/password", json={"currentPassword": PASSWORD, "newPassword": NEW_PASSWORD}
+        "/api/auth/password",
+        json={"currentPassword": PASSWORD, "newPassword": NEW_PASSWORD},
     )
     await expect_error(response, 403, "No token provided!", "token_missing")
 
@@ -108,7 +121,10 @@ async def test_me(api: Api) -> None:
     assert (body["username"], body["email"]) == ("alice", "alice@example.com")
     assert body["roles"] == ["ROLE_USER", "ROLE_MODERATOR"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", body["createdAt"])
-    created = time.mktime(time.strptime(body["createdAt"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    created = (
+        time.mktime(time.strptime(body["createdAt"], "%Y-%m-%dT%H:%M:%SZ"))
+        - time.timezone
+    )
     assert before - 1 <= created <= time.time() + 1
     assert set(body) == {"id", "username", "email", "roles", "createdAt"}
 
@@ -119,7 +135,9 @@ async def test_deleted_users_refresh_token_is_revoked(api: Api) -> None:
     path = f"/api/users/{signed_in['id']}"
     response = await api.client.delete(path, headers={"x-access-token": admin})
     assert response.status == 200
-    await expect_error(await api.refresh(signed_in["refreshToken"]), 403, None, "refresh_revoked")
+    await expect_error(
+        await api.refresh(signed_in["refreshToken"]), 403, None, "refresh_revoked"
+    )
     response = await api.client.delete(path, headers={"x-access-token": admin})
     await expect_error(response, 404, "User not found.", "not_found")
     await expect_error(await api.signin("alice"), 401, None, "invalid_credentials")
@@ -128,6 +146,7 @@ async def test_deleted_users_refresh_token_is_revoked(api: Api) -> None:
 async def test_only_admins_delete_users(api: Api) -> None:
     signed_in = await api.user("alice")
     response = await api.client.delete(
-        f"/api/users/{signed_in['id']}", headers={"x-access-token": signed_in["accessToken"]}
+        f"/api/users/{signed_in['id']}",
+        headers={"x-access-token": signed_in["accessToken"]},
     )
     await expect_error(response, 403, "Require Admin Role!", "forbidden")

@@ -23,22 +23,50 @@ async def test_signup_then_signin(api: Api) -> None:
     ("body", "field"),
     [
         ({"email": "a@example.com", "password": PASSWORD}, "username"),
-        ({"username": "ab", "email": "a@example.com", "password": PASSWORD}, "username"),
-        ({"username": "x" * 33, "email": "a@example.com", "password": PASSWORD}, "username"),
-        ({"username": "bad name", "email": "a@example.com", "password": PASSWORD}, "username"),
+        (
+            {"username": "ab", "email": "a@example.com", "password": PASSWORD},
+            "username",
+        ),
+        (
+            {"username": "x" * 33, "email": "a@example.com", "password": PASSWORD},
+            "username",
+        ),
+        (
+            {"username": "bad name", "email": "a@example.com", "password": PASSWORD},
+            "username",
+        ),
         ({"username": 123, "email": "a@example.com", "password": PASSWORD}, "username"),
         ({"username": "alice", "password": PASSWORD}, "email"),
         ({"username": "alice", "email": "not-an-email", "password": PASSWORD}, "email"),
-        ({"username": "alice", "email": ["a@example.com"], "password": PASSWORD}, "email"),
-        ({"username": "alice", "email": "a@example.com"}, "password"),
-        ({"username": "alice", "email": "a@example.com", "password": "short"}, "password"),
-        ({"username": "alice", "email": "a@example.com", "password": 12345678}, "password"),
         (
-            {"username": "alice", "email": "a@example.com", "password": PASSWORD, "roles": "admin"},
+            {"username": "alice", "email": ["a@example.com"], "password": PASSWORD},
+            "email",
+        ),
+        ({"username": "alice", "email": "a@example.com"}, "password"),
+        (
+            {"username": "alice", "email": "a@example.com", "password": "short"},
+            "password",
+        ),
+        (
+            {"username": "alice", "email": "a@example.com", "password": 12345678},
+            "password",
+        ),
+        (
+            {
+                "username": "alice",
+                "email": "a@example.com",
+                "password": PASSWORD,
+                "roles": "admin",
+            },
             "roles",
         ),
         (
-            {"username": "alice", "email": "a@example.com", "password": PASSWORD, "roles": [1]},
+            {
+                "username": "alice",
+                "email": "a@example.com",
+                "password": PASSWORD,
+                "roles": [1],
+            },
             "roles",
         ),
     ],
@@ -51,11 +79,14 @@ async def test_validation_names_the_field(api: Api, body: dict, field: str) -> N
 
 async def test_password_too_short_message(api: Api) -> None:
     response = await api.signup("alice", password="seven77")
-    await expect_error(response, 400, "password must be at least 8 characters", "validation_error")
+    await expect_error(
+        response, 400, "password must be at least 8 characters", "validation_error"
+    )
 
 
 @pytest.mark.parametrize(
-    "password", ["password", "12345678", "password123", "alicealice", "alice@example.com"]
+    "password",
+    ["password", "12345678", "password123", "alicealice", "alice@example.com"],
 )
 async def test_common_passwords_are_refused(api: Api, password: str) -> None:
     response = await api.signup("alice", password=password)
@@ -72,27 +103,37 @@ async def test_common_passwords_are_refused(api: Api, password: str) -> None:
         "🔐🗝️🛡️" * 12 + "🔐" * 4,
     ],
 )
-async def test_long_passwords_of_any_script_count_in_full(api: Api, password: str) -> None:
+async def test_long_passwords_of_any_script_count_in_full(
+    api: Api, password: str
+) -> None:
     password = password[:64]
     assert len(password.encode()) > 72
     assert (await api.signup("alice", password=password)).status == 201
     assert (await api.signin("alice", password)).status == 200
     # Only the last character differs: bcrypt alone would see the same 72 bytes.
     changed = password[:-1] + ("x" if password[-1] != "x" else "y")
-    await expect_error(await api.signin("alice", changed), 401, None, "invalid_credentials")
+    await expect_error(
+        await api.signin("alice", changed), 401, None, "invalid_credentials"
+    )
 
 
 async def test_password_over_max_length_is_refused(api: Api) -> None:
     response = await api.signup("alice", password="Zq9!" * 33)
-    await expect_error(response, 400, "password must be at most 128 characters", "validation_error")
+    await expect_error(
+        response, 400, "password must be at most 128 characters", "validation_error"
+    )
 
 
 async def test_unknown_role_whoever_asks(api: Api) -> None:
     response = await api.signup("alice", roles=["superuser"])
-    await expect_error(response, 400, "Failed! Role superuser does not exist!", "unknown_role")
+    await expect_error(
+        response, 400, "Failed! Role superuser does not exist!", "unknown_role"
+    )
     admin = await make_admin_token(api.app)
     response = await api.signup("alice", roles=["moderator", "root"], token=admin)
-    await expect_error(response, 400, "Failed! Role root does not exist!", "unknown_role")
+    await expect_error(
+        response, 400, "Failed! Role root does not exist!", "unknown_role"
+    )
 
 
 @pytest.mark.parametrize("roles", [["admin"], ["moderator"], ["user", "admin"]])
@@ -116,10 +157,15 @@ async def test_plain_user_roles_need_no_admin(api: Api) -> None:
     [
         (["moderator"], ["ROLE_USER", "ROLE_MODERATOR"]),
         (["admin"], ["ROLE_USER", "ROLE_ADMIN"]),
-        (["admin", "moderator", "admin"], ["ROLE_USER", "ROLE_MODERATOR", "ROLE_ADMIN"]),
+        (
+            ["admin", "moderator", "admin"],
+            ["ROLE_USER", "ROLE_MODERATOR", "ROLE_ADMIN"],
+        ),
     ],
 )
-async def test_admin_grants_roles(api: Api, roles: list[str], expected: list[str]) -> None:
+async def test_admin_grants_roles(
+    api: Api, roles: list[str], expected: list[str]
+) -> None:
     admin = await make_admin_token(api.app)
     assert (await api.signup("carol", roles=roles, token=admin)).status == 201
     assert (await (await api.signin("carol")).json())["roles"] == expected
@@ -143,9 +189,13 @@ async def test_bearer_admin_token_grants_roles(api: Api) -> None:
 async def test_username_taken_without_regard_to_case(api: Api) -> None:
     assert (await api.signup("Alice", email="alice@example.com")).status == 201
     response = await api.signup("aLICE", email="other@example.com")
-    await expect_error(response, 409, "Failed! Username is already in use!", "username_taken")
+    await expect_error(
+        response, 409, "Failed! Username is already in use!", "username_taken"
+    )
     response = await api.signup("alice", email="ALICE@example.com")
-    await expect_error(response, 409, "Failed! Username is already in use!", "username_taken")
+    await expect_error(
+        response, 409, "Failed! Username is already in use!", "username_taken"
+    )
 
 
 async def test_email_taken_without_regard_to_case(api: Api) -> None:
@@ -154,7 +204,9 @@ async def test_email_taken_without_regard_to_case(api: Api) -> None:
     await expect_error(response, 409, "Failed! Email is already in use!", "email_taken")
 
 
-async def test_concurrent_signups_of_one_name_create_one_user(make_api: MakeApi) -> None:
+async def test_concurrent_signups_of_one_name_create_one_user(
+    make_api: MakeApi,
+) -> None:
     import asyncio
 
     api = await make_api()

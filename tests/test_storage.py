@@ -52,7 +52,9 @@ REUSED = RefreshOutcome.REUSED
 
 
 @pytest.fixture(params=BACKENDS)
-async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
+async def storage(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Storage]:
     async with open_test_storage(request.param, tmp_path, revocation_ttl=TTL) as store:
         yield store
 
@@ -102,7 +104,11 @@ def refresh(
 
 
 async def start_session(
-    storage: Storage, sid: str, token_hash: bytes, user_id: str = "u1", expires_at: int = 1000
+    storage: Storage,
+    sid: str,
+    token_hash: bytes,
+    user_id: str = "u1",
+    expires_at: int = 1000,
 ) -> None:
     await storage.create_session(NewSession(sid, user_id, token_hash, 0, expires_at))
 
@@ -153,7 +159,9 @@ async def test_find_user_ignores_case(storage: Storage) -> None:
     assert await storage.find_user(email="bob@example.com") is None
 
 
-async def test_usernames_and_emails_are_unique_without_regard_to_case(storage: Storage) -> None:
+async def test_usernames_and_emails_are_unique_without_regard_to_case(
+    storage: Storage,
+) -> None:
     alice = make_user()
     await storage.create_user(alice)
     with pytest.raises(UsernameTaken):
@@ -170,7 +178,9 @@ async def test_usernames_and_emails_are_unique_without_regard_to_case(storage: S
     assert await storage.find_user(username="BOB") == bob
 
 
-async def test_change_password_revokes_the_other_live_sessions(storage: Storage) -> None:
+async def test_change_password_revokes_the_other_live_sessions(
+    storage: Storage,
+) -> None:
     await user_with_session(storage)
     bob = make_user("u2", "bob", "bob@example.com")
     await storage.create_user(bob)
@@ -186,7 +196,9 @@ async def test_change_password_revokes_the_other_live_sessions(storage: Storage)
         Revocation("s2", 160),
         Revocation("s3", 110),
     ]
-    assert await storage.use_refresh_token(refresh(T2, token("x"), 101)) == failed(REVOKED, "s2")
+    assert await storage.use_refresh_token(refresh(T2, token("x"), 101)) == failed(
+        REVOKED, "s2"
+    )
     result = await storage.use_refresh_token(refresh(token("bob"), None, 101))
     assert result == RefreshResult(VALID, bob, "s4", 1000)  # another user's session
     result = await storage.use_refresh_token(refresh(T1, token("t1b"), 101))
@@ -218,7 +230,9 @@ async def test_delete_user_revokes_its_sessions(storage: Storage) -> None:
     for token_hash, sid in ((T1, "s1"), (T2, "s2")):
         result = await storage.use_refresh_token(refresh(token_hash, token("x"), 101))
         assert result == failed(REVOKED, sid)
-    again = make_user("u9", "ALICE", "alice@example.com")  # the name and address are free
+    again = make_user(
+        "u9", "ALICE", "alice@example.com"
+    )  # the name and address are free
     await storage.create_user(again)
     assert await storage.find_user(username="alice") == again
 
@@ -230,7 +244,9 @@ async def test_unknown_token(storage: Storage) -> None:
     await user_with_session(storage)
     result = await storage.use_refresh_token(refresh(token("nope"), T2, 100))
     assert result == RefreshResult(UNKNOWN)
-    assert await storage.revoke_session(token("nope"), RevokeReason.SIGNOUT, 100) is None
+    assert (
+        await storage.revoke_session(token("nope"), RevokeReason.SIGNOUT, 100) is None
+    )
 
 
 async def test_rotation_makes_the_successor_current_and_extends_the_session(
@@ -247,7 +263,9 @@ async def test_rotation_makes_the_successor_current_and_extends_the_session(
 async def test_replay_within_the_reuse_interval(storage: Storage) -> None:
     user = await user_with_session(storage)
     await rotated(storage, user, refresh(T1, T2, 100))
-    await rotated(storage, user, refresh(T2, T3, 105))  # even with the successor presented
+    await rotated(
+        storage, user, refresh(T2, T3, 105)
+    )  # even with the successor presented
     for now in (100, 105, 110):  # 110: exactly reuse_interval after the retirement
         result = await storage.use_refresh_token(refresh(T1, T2, now, strict=True))
         assert result == RefreshResult(REPLAYED, user, "s1", 2000)
@@ -299,9 +317,9 @@ async def test_expired_session_is_deleted(storage: Storage) -> None:
     result = await storage.use_refresh_token(refresh(T2, T3, 1000))  # expires_at <= now
     assert result == failed(EXPIRED)
     for token_hash in (T2, T1):
-        assert await storage.use_refresh_token(refresh(token_hash, T3, 1001)) == RefreshResult(
-            UNKNOWN
-        )
+        assert await storage.use_refresh_token(
+            refresh(token_hash, T3, 1001)
+        ) == RefreshResult(UNKNOWN)
     assert await storage.revoke_session(T1, RevokeReason.SIGNOUT, 1001) is None
     assert await storage.purge_expired(5000, 100) == PurgeResult(0, 0, 0)
 
@@ -325,9 +343,13 @@ async def test_session_of_a_missing_user_is_revoked(storage: Storage) -> None:
 async def test_concurrent_refreshes_of_one_token_rotate_once(storage: Storage) -> None:
     user = await user_with_session(storage)
     request = refresh(T1, T2, 100)
-    results = await asyncio.gather(*(storage.use_refresh_token(request) for _ in range(50)))
+    results = await asyncio.gather(
+        *(storage.use_refresh_token(request) for _ in range(50))
+    )
     assert Tally(r.outcome for r in results) == {ROTATED: 1, REPLAYED: 49}
-    assert {(r.user, r.session_id, r.expires_at) for r in results} == {(user, "s1", 2000)}
+    assert {(r.user, r.session_id, r.expires_at) for r in results} == {
+        (user, "s1", 2000)
+    }
     await rotated(storage, user, refresh(T2, T3, 101, expires_at=2500))
 
 
@@ -338,12 +360,16 @@ async def test_revoke_session_is_idempotent(storage: Storage) -> None:
     user = await user_with_session(storage)
     await rotated(storage, user, refresh(T1, T2, 10))
     assert await storage.revoke_session(T2, RevokeReason.SIGNOUT, 100) == "s1"
-    assert await storage.revoke_session(T1, RevokeReason.REUSE, 130) == "s1"  # changes nothing
+    assert (
+        await storage.revoke_session(T1, RevokeReason.REUSE, 130) == "s1"
+    )  # changes nothing
     assert await storage.live_revocations(130) == [Revocation("s1", 160)]
     assert await storage.use_refresh_token(refresh(T2, T3, 131)) == failed(REVOKED)
 
 
-async def test_live_revocations_keep_until_the_access_tokens_are_dead(storage: Storage) -> None:
+async def test_live_revocations_keep_until_the_access_tokens_are_dead(
+    storage: Storage,
+) -> None:
     await user_with_session(storage)
     await start_session(storage, "s2", T2)
     await start_session(storage, "s3", T3)
@@ -442,14 +468,20 @@ async def test_concurrent_refreshes_from_two_processes_rotate_once(
     ):
         user = await user_with_session(one)
         request = refresh(T1, T2, 100)
-        calls = [store.use_refresh_token(request) for _ in range(25) for store in (one, two)]
+        calls = [
+            store.use_refresh_token(request) for _ in range(25) for store in (one, two)
+        ]
         results = await asyncio.gather(*calls)
         assert Tally(r.outcome for r in results) == {ROTATED: 1, REPLAYED: 49}
-        assert {(r.user, r.session_id, r.expires_at) for r in results} == {(user, "s1", 2000)}
+        assert {(r.user, r.session_id, r.expires_at) for r in results} == {
+            (user, "s1", 2000)
+        }
         await rotated(two, user, refresh(T2, T3, 101))
 
 
-async def test_purges_from_two_processes_share_the_work(sql_database: tuple[str, str]) -> None:
+async def test_purges_from_two_processes_share_the_work(
+    sql_database: tuple[str, str],
+) -> None:
     kind, location = sql_database
     async with (
         opened(make_storage(kind, location)) as one,
@@ -460,7 +492,9 @@ async def test_purges_from_two_processes_share_the_work(sql_database: tuple[str,
         for i in range(6):
             await start_session(one, f"e{i}", token(f"e{i}"), expires_at=100)
         await start_session(one, "live", T1)
-        first, second = await asyncio.gather(one.purge_expired(500, 10), two.purge_expired(500, 10))
+        first, second = await asyncio.gather(
+            one.purge_expired(500, 10), two.purge_expired(500, 10)
+        )
         assert first + second == PurgeResult(sessions=6, tokens=6, other=0)
         assert await two.purge_expired(500, 10) == PurgeResult()
         result = await two.use_refresh_token(refresh(T1, None, 500))
@@ -474,7 +508,8 @@ async def test_secret_is_shared_by_processes(sql_database: tuple[str, str]) -> N
         opened(make_storage(kind, location)) as two,
     ):
         first, second = await asyncio.gather(
-            one.get_or_create_secret("hs256", b"one"), two.get_or_create_secret("hs256", b"two")
+            one.get_or_create_secret("hs256", b"one"),
+            two.get_or_create_secret("hs256", b"two"),
         )
         assert first == second and first in (b"one", b"two")
         assert await one.get_or_create_secret("hs256", b"three") == first
@@ -486,7 +521,9 @@ async def test_secret_is_shared_by_processes(sql_database: tuple[str, str]) -> N
 async def schema_versions(store: Storage) -> list[int]:
     return [
         row[0]
-        for row in await run_sql(store, "SELECT version FROM schema_version ORDER BY version")
+        for row in await run_sql(
+            store, "SELECT version FROM schema_version ORDER BY version"
+        )
     ]
 
 
@@ -512,7 +549,9 @@ async def test_reopening_keeps_the_data(sql_database: tuple[str, str]) -> None:
         assert await schema_versions(store) == list(range(1, migrations.LATEST + 1))
 
 
-async def test_processes_starting_together_migrate_once(sql_database: tuple[str, str]) -> None:
+async def test_processes_starting_together_migrate_once(
+    sql_database: tuple[str, str],
+) -> None:
     kind, location = sql_database
     stores = [make_storage(kind, location) for _ in range(4)]
     try:
@@ -542,7 +581,9 @@ async def test_postgres_works_inside_the_schema_of_its_dsn(kind: str) -> None:
         schema = dsn.rpartition("search_path=")[2]
         await store.create_user(make_user())
         # more connections than one, each reset by the pool, all keep the search path
-        found = await asyncio.gather(*(store.find_user(username="alice") for _ in range(20)))
+        found = await asyncio.gather(
+            *(store.find_user(username="alice") for _ in range(20))
+        )
         assert found == [make_user()] * 20
         rows = await run_sql(
             store,

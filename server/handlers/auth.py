@@ -42,8 +42,12 @@ async def signup(request: web.Request) -> web.Response:
     storage = app[keys.STORAGE]
     await _refuse_taken(request, body.username, body.email)
     await app[keys.RATE_LIMITER].hit_signup(address_of(request))
-    password_hash = await _hash_new_password(request, body.password, [body.username, body.email])
-    user = User(uuid.uuid4().hex, body.username, body.email, password_hash, roles, now())
+    password_hash = await _hash_new_password(
+        request, body.password, [body.username, body.email]
+    )
+    user = User(
+        uuid.uuid4().hex, body.username, body.email, password_hash, roles, now()
+    )
     try:
         await storage.create_user(user)
     except UsernameTaken:
@@ -51,7 +55,9 @@ async def signup(request: web.Request) -> web.Response:
     except EmailTaken:
         raise errors.email_taken() from None
     log_event("signup", request, user_id=user.id, roles=list(roles))
-    return json_ok({"message": "User was registered successfully!", "id": user.id}, status=201)
+    return json_ok(
+        {"message": "User was registered successfully!", "id": user.id}, status=201
+    )
 
 
 def _requested_roles(requested: list[str] | None) -> tuple[str, ...]:
@@ -60,7 +66,9 @@ def _requested_roles(requested: list[str] | None) -> tuple[str, ...]:
     for name in requested or ():
         if name not in Role._value2member_map_:
             raise errors.unknown_role(name)
-    return tuple(role.value for role in Role if role is Role.USER or role.value in names)
+    return tuple(
+        role.value for role in Role if role is Role.USER or role.value in names
+    )
 
 
 def _is_admin(request: web.Request) -> bool:
@@ -140,7 +148,9 @@ async def signin(request: web.Request) -> web.Response:
     )
 
 
-async def _password_matches(request: web.Request, password: str, user: User | None) -> bool:
+async def _password_matches(
+    request: web.Request, password: str, user: User | None
+) -> bool:
     """The same work for an unknown user as for a wrong password."""
     hasher = request.app[keys.PASSWORDS]
     try:
@@ -164,7 +174,9 @@ async def _start_session(request: web.Request, user: User) -> tuple[str, str]:
     return session.id, refresh_token
 
 
-def _token_body(request: web.Request, user: User, session_id: str, refresh_token: str) -> dict:
+def _token_body(
+    request: web.Request, user: User, session_id: str, refresh_token: str
+) -> dict:
     settings = request.app[keys.SETTINGS].tokens
     return {
         "accessToken": request.app[keys.ACCESS_TOKENS].issue(user, session_id),
@@ -206,7 +218,10 @@ def _refuse_failed_refresh(request: web.Request, result: RefreshResult) -> None:
     outcome = result.outcome
     if outcome.succeeded:
         return
-    if result.session_id is not None and outcome in (RefreshOutcome.REUSED, RefreshOutcome.REVOKED):
+    if result.session_id is not None and outcome in (
+        RefreshOutcome.REUSED,
+        RefreshOutcome.REVOKED,
+    ):
         remember_revoked(request, [result.session_id])
     if outcome is RefreshOutcome.REUSED:
         log_event(
@@ -266,7 +281,9 @@ async def change_password(request: web.Request) -> web.Response:
         )
         raise errors.wrong_current_password()
     inputs = [user.username, user.email]
-    new_hash = await _hash_new_password(request, body.newPassword, inputs, "newPassword")
+    new_hash = await _hash_new_password(
+        request, body.newPassword, inputs, "newPassword"
+    )
     revoked = await storage.change_password(user.id, new_hash, claims.session_id, now())
     remember_revoked(request, revoked)
     log_event(

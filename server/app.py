@@ -7,14 +7,13 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import time
 from collections.abc import AsyncIterator, Awaitable
 
 from aiohttp import web
 
 from storage import Storage, create_storage
 
-from . import keys, signing_keys
+from . import clock, keys, signing_keys
 from .clientaddr import parse_networks
 from .cors import cors_middleware
 from .events import log_event
@@ -122,7 +121,7 @@ async def _maintain_keys(app: web.Application) -> None:
 
 async def _revocations_ctx(app: web.Application) -> AsyncIterator[None]:
     storage, revocations = app[keys.STORAGE], app[keys.REVOCATIONS]
-    revocations.merge(await storage.live_revocations(int(time.time())))
+    revocations.merge(await storage.live_revocations(clock.epoch()))
     poll = app[keys.SETTINGS].tokens.revocation_poll
     async with _running(_poll_revocations(storage, revocations, poll)):
         yield
@@ -135,7 +134,7 @@ async def _poll_revocations(
     while True:
         await asyncio.sleep(every)
         try:
-            revocations.merge(await storage.live_revocations(int(time.time())))
+            revocations.merge(await storage.live_revocations(clock.epoch()))
         except Exception:
             logger.exception("polling revocations failed")
 

@@ -9,7 +9,6 @@ import contextlib
 import dataclasses
 import logging
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 
@@ -24,7 +23,7 @@ from storage import (
     create_storage,
 )
 
-from . import signing_keys
+from . import clock, signing_keys
 from .bodies import first_error_message
 from .events import log_event
 from .passwords import PasswordHasher, WeakPassword, check_length
@@ -154,7 +153,7 @@ async def _create_user(settings: Settings, args: argparse.Namespace) -> int:
         body.email,
         password_hash,
         roles,
-        int(time.time()),
+        clock.epoch(),
     )
     try:
         async with _opened_storage(settings) as storage:
@@ -179,7 +178,7 @@ async def _purge(settings: Settings, args: argparse.Namespace) -> int:
 async def _delete_user(settings: Settings, args: argparse.Namespace) -> int:
     async with _opened_storage(settings) as storage:
         user = await storage.find_user(username=args.username)
-        revoked = await storage.delete_user(user.id, int(time.time())) if user else None
+        revoked = await storage.delete_user(user.id, clock.epoch()) if user else None
     if revoked is None:
         print(f"error: no user named {args.username}", file=sys.stderr)
         return 1

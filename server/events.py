@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 
 from aiohttp import web
 
+from . import clock
 from .clientaddr import address_of
 
 logger = logging.getLogger("auth.security")
@@ -27,7 +27,7 @@ def log_event(
     level: int = logging.INFO,
     **fields: object,
 ) -> None:
-    record: dict[str, object] = {"event": event, "ts": int(time.time())}
+    record: dict[str, object] = {"event": event, "ts": clock.epoch()}
     if request is not None:
         record["ip"] = address_of(request)
         record["user_agent"] = request.headers.get("User-Agent", "")[:MAX_USER_AGENT]

@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 
 from storage import PurgeResult, Storage
+
+from . import clock
 
 logger = logging.getLogger("auth.purge")
 
@@ -18,7 +19,7 @@ async def purge_once(
     storage: Storage, batch_size: int, now: int | None = None
 ) -> PurgeResult:
     """One full pass: batches until a batch comes back short."""
-    now = int(time.time()) if now is None else now
+    now = clock.epoch() if now is None else now
     total = PurgeResult()
     while True:
         batch = await storage.purge_expired(now, batch_size)

@@ -11,10 +11,9 @@ Sign-up and refresh have a per-address limit of their own.
 
 from __future__ import annotations
 
-import time
-
 from storage import Storage
 
+from . import clock
 from .errors import rate_limited
 from .settings import RateLimitSettings
 
@@ -90,4 +89,4 @@ class RateLimiter:
 
 
 def _now() -> int:
-    return int(time.time())
+    return clock.epoch()

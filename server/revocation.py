@@ -8,10 +8,11 @@ cannot drop it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 
 from storage import Revocation
+
+from . import clock
 
 
 class RevocationSet:
@@ -33,6 +34,6 @@ class RevocationSet:
         """Add what storage knows and forget entries that can no longer matter."""
         for revocation in revocations:
             self.add(revocation.session_id, revocation.keep_until)
-        now = time.time() if now is None else now
+        now = clock.now() if now is None else now
         for session_id in [sid for sid, until in self._until.items() if until <= now]:
             del self._until[session_id]

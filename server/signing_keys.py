@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import secrets
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt import PyJWK
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from . import clock
 from .settings import Settings, SettingsError, TokenSettings
 
 KEY_FILE_NAME = "signing_keys.json"
@@ -140,7 +140,7 @@ def key_file(settings: Settings) -> Path:
 def load_key_ring(settings: Settings, now: int | None = None) -> KeyRing:
     """The key ring for these settings, generating the key file on first use. Blocking:
     call it through a thread from async code."""
-    now = int(time.time()) if now is None else now
+    now = clock.epoch() if now is None else now
     tokens = settings.tokens
     if is_configured(tokens):
         return KeyRing([_configured_record(tokens)], verify_window(tokens), now)
@@ -158,7 +158,7 @@ def rotate(
 ) -> KeyRing:
     """Make a new key current, retiring the previous one. With `max_age` (seconds), only
     if the current key is at least that old: several processes may ask at once."""
-    now = int(time.time()) if now is None else now
+    now = clock.epoch() if now is None else now
     tokens = settings.tokens
     if is_configured(tokens):
         raise KeyRotationError(

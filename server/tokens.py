@@ -12,7 +12,6 @@ import base64
 import hashlib
 import hmac
 import secrets
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import jwt
 
 from storage import User
 
+from . import clock
 from .settings import TokenSettings
 from .signing_keys import KeyRing
 
@@ -58,11 +58,11 @@ class AccessTokens:
         self,
         settings: TokenSettings,
         ring: KeyRing,
-        clock: Callable[[], float] = time.time,
+        time_source: Callable[[], float] = clock.now,
     ) -> None:
         self.settings = settings
         self.ring = ring
-        self._clock = clock
+        self._clock = time_source
         self._cache: dict[str, AccessClaims] = {}
 
     def issue(self, user: User, session_id: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from server import create_app
+from server import clock, create_app
 from server.settings import (
     PasswordSettings,
     PurgeSettings,
@@ -159,6 +159,14 @@ async def expect_error(
         assert body["message"] == message
     assert set(body) == {"message", "code"}
     return body
+
+
+@pytest.fixture(autouse=True)
+def _real_time() -> Iterator[None]:
+    """Tests move the server's clock with `clock.advance`; each starts on real time."""
+    clock.reset()
+    yield
+    clock.reset()
 
 
 @pytest.fixture(params=BACKENDS)

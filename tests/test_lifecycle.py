@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 
-from server import create_app, keys
+from server import clock, create_app, keys
 from server.purge import purge_once
 from tests.backends import BACKENDS, postgres_schema_dsn
 from tests.conftest import Api, MakeApi, expect_error, make_settings
@@ -52,9 +52,10 @@ async def test_restart_keeps_users_sessions_and_revocations(
 
 
 async def test_purge_task_deletes_expired_tokens(make_api: MakeApi) -> None:
-    api = await make_api(tokens={"refresh_ttl": 1}, purge={"interval": 0.3})
+    api = await make_api(tokens={"refresh_ttl": 1}, purge={"interval": 0.2})
     expired = (await api.user("alice"))["refreshToken"]
-    await asyncio.sleep(1.8)  # past the TTL, then at least one purge pass
+    clock.advance(2)  # past the TTL
+    await asyncio.sleep(0.5)  # at least one purge pass
     await expect_error(
         await api.refresh(expired),
         403,
@@ -84,7 +85,7 @@ async def test_purge_once_works_in_batches_and_spares_live_sessions(
 async def test_signin_does_not_block_the_event_loop(make_api: MakeApi) -> None:
     """A protected route answers while slow bcrypt work is still in flight: hashing runs
     in the pool, not on the loop. Ordering is asserted, not timing."""
-    api = await make_api(passwords={"bcrypt_rounds": 13, "hash_workers": 1})
+    api = await make_api(passwords={"bcrypt_rounds": 12, "hash_workers": 1})
     token = (await api.user("alice"))["accessToken"]
     signins = [asyncio.ensure_future(api.signin("alice")) for _ in range(3)]
     hasher = api.app[keys.PASSWORDS]

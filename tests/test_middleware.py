@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import jwt
 import pytest
 
-from server import keys
+from server import clock, keys
 from tests.conftest import TEST_SECRET, Api, MakeApi, expect_error, make_admin_token
 
 UNAUTHORIZED = "Unauthorized!"
@@ -126,7 +125,7 @@ async def test_a_token_is_cached_but_expiry_is_rechecked(make_api: MakeApi) -> N
     token = (await api.user())["accessToken"]
     for _ in range(3):
         assert (await api.get("/api/test/user", token)).status == 200
-    await asyncio.sleep(2.1)
+    clock.advance(2.1)
     response = await api.get("/api/test/user", token)
     await expect_error(response, 401, None, "token_expired")
 
@@ -140,7 +139,7 @@ async def test_short_tokens_get_no_more_leeway_than_a_tenth_of_their_life(
     assert api.app[keys.SETTINGS].tokens.leeway == 30
     token = (await api.user())["accessToken"]
     assert (await api.get("/api/test/user", token)).status == 200
-    await asyncio.sleep(2.1)
+    clock.advance(2.1)
     await expect_error(
         await api.get("/api/test/user", token),
         401,

@@ -7,6 +7,7 @@ import asyncio
 import jwt
 import pytest
 
+from server import clock
 from tests.conftest import Api, MakeApi, expect_error
 
 REUSED = "refresh_reused"
@@ -64,7 +65,7 @@ async def test_wrong_type_is_a_validation_error(api: Api) -> None:
 async def test_expired_token_is_deleted(make_api: MakeApi) -> None:
     api = await make_api(tokens={"refresh_ttl": 1})
     token = (await api.user())["refreshToken"]
-    await asyncio.sleep(1.1)
+    clock.advance(1.1)
     response = await api.refresh(token)
     await expect_error(
         response,
@@ -105,7 +106,7 @@ async def test_reuse_after_successor_was_presented(
     signed_in = await api.user()
     first = await refreshed(api, signed_in["refreshToken"])
     second = await refreshed(api, first["refreshToken"])
-    await asyncio.sleep(1.05)  # past the reuse interval of 0 s
+    clock.advance(1.05)  # past the reuse interval of 0 s
     response = await api.refresh(signed_in["refreshToken"])
     await expect_error(response, 403, None, REUSED)
     # The whole family is revoked: the newest token and every access token of the session.
@@ -121,7 +122,7 @@ async def test_seed_clients_keep_their_first_token(make_api: MakeApi) -> None:
     api = await make_api(tokens={"reuse_interval": 0})
     token = (await api.user())["refreshToken"]
     first = await refreshed(api, token)
-    await asyncio.sleep(1.05)
+    clock.advance(1.05)
     again = await refreshed(api, token)
     assert again["refreshToken"] == first["refreshToken"]
     assert (await api.get("/api/test/user", again["accessToken"])).status == 200
@@ -133,7 +134,7 @@ async def test_strict_rotation_refuses_the_first_token_after_the_interval(
     api = await make_api(tokens={"reuse_interval": 0, "strict_rotation": True})
     token = (await api.user())["refreshToken"]
     await refreshed(api, token)
-    await asyncio.sleep(1.05)
+    clock.advance(1.05)
     await expect_error(await api.refresh(token), 403, None, REUSED)
 
 

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 
 from aiohttp import web
 
 from storage import User
 
+from .. import clock
 from ..guards import Role
 
 
 def now() -> int:
-    return int(time.time())
+    return clock.epoch()
 
 
 def role_names(user: User) -> list[str]:

@@ -11,11 +11,21 @@ Sign-up and refresh have a per-address limit of their own.
 
 from __future__ import annotations
 
-from storage import Storage
+import hashlib
+
+from storage import Storage, User
 
 from . import clock
 from .errors import rate_limited
 from .settings import RateLimitSettings
+
+
+def account_key(user: User | None, login: str) -> str:
+    """What sign-in limits count against: the user's id, or for an unknown login a digest
+    of it (bounded, and free of characters a database might refuse)."""
+    if user is not None:
+        return user.id
+    return "login:" + hashlib.sha256(login.casefold().encode()).hexdigest()[:32]
 
 
 class RateLimiter:

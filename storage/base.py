@@ -20,6 +20,9 @@ from .models import (
 class Storage(ABC):
     """Users, sessions, refresh tokens, revocations and counters.
 
+    Text arguments may hold any character, NUL included: a lookup of a value no record
+    can hold finds nothing, never raises.
+
     `revocation_ttl` is how long (seconds) a revoked session id is kept for the access
     token check: past that, no access token of the session can still be valid.
     """

@@ -208,6 +208,8 @@ class PostgresStorage(Storage):
         raise StorageError(f"user {user.id} was not inserted: its id is taken")
 
     async def get_user(self, user_id: str) -> User | None:
+        if not _storable(user_id):
+            return None
         row = await self.pool.fetchrow(
             f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1", user_id
         )
@@ -219,6 +221,8 @@ class PostgresStorage(Storage):
         column, value = (
             ("username_key", username) if username is not None else ("email_key", email)
         )
+        if not _storable(value or ""):
+            return None
         row = await self.pool.fetchrow(
             f"SELECT {_USER_COLUMNS} FROM users WHERE {column} = $1", _key(value or "")
         )
@@ -227,6 +231,8 @@ class PostgresStorage(Storage):
     async def change_password(
         self, user_id: str, password_hash: str, keep_session_id: str | None, now: int
     ) -> list[str]:
+        if not _storable(user_id):
+            return []
         async with self._transaction() as conn:
             status = await conn.execute(
                 "UPDATE users SET password_hash = $1 WHERE id = $2",
@@ -240,6 +246,8 @@ class PostgresStorage(Storage):
             )
 
     async def delete_user(self, user_id: str, now: int) -> list[str] | None:
+        if not _storable(user_id):
+            return None
         async with self._transaction() as conn:
             status = await conn.execute("DELETE FROM users WHERE id = $1", user_id)
             if status == "DELETE 0":
@@ -324,19 +332,23 @@ class PostgresStorage(Storage):
     # counters
 
     async def hit_counter(self, key: str, window: int, now: int) -> Counter:
-        count, reset_at = await self.pool.fetchrow(_HIT_COUNTER, key, now + window, now)
+        count, reset_at = await self.pool.fetchrow(
+            _HIT_COUNTER, _counter_key(key), now + window, now
+        )
         return Counter(count, reset_at)
 
     async def read_counter(self, key: str, now: int) -> Counter:
         row = await self.pool.fetchrow(
             "SELECT count, reset_at FROM counters WHERE key = $1 AND reset_at > $2",
-            key,
+            _counter_key(key),
             now,
         )
         return Counter(row[0], row[1]) if row else Counter(0, now)
 
     async def delete_counter(self, key: str) -> None:
-        await self.pool.execute("DELETE FROM counters WHERE key = $1", key)
+        await self.pool.execute(
+            "DELETE FROM counters WHERE key = $1", _counter_key(key)
+        )
 
     # maintenance
 
@@ -412,3 +424,14 @@ def _token_state(row: asyncpg.Record | None) -> TokenState | None:
         successor_presented=row[4],
         user_exists=row[5] is not None,
     )
+
+
+def _storable(text: str) -> bool:
+    """PostgreSQL text cannot hold NUL: no stored value has one, so a lookup of one finds
+    nothing (instead of failing the request)."""
+    return "\x00" not in text
+
+
+def _counter_key(key: str) -> str:
+    """Counter keys may hold any character; NUL is escaped (see _storable)."""
+    return key.replace("\\", "\\\\").replace("\x00", "\\0")

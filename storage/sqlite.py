@@ -26,6 +26,7 @@ from .models import (
 )
 from .rotation import Action, TokenState, decide
 
+WAL_ATTEMPTS = 50
 _USER_COLUMNS = "id, username, email, password_hash, roles, created_at"
 _TOKEN_STATE = """
     SELECT t.session_id, s.expires_at, s.revoke_reason, t.retired_at,
@@ -50,17 +51,27 @@ class SQLiteStorage(Storage):
                 Path(self.path).parent.mkdir, parents=True, exist_ok=True
             )
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        for pragma in (
-            "PRAGMA journal_mode = WAL",
-            "PRAGMA busy_timeout = 10000",
-            "PRAGMA synchronous = NORMAL",
-        ):
-            await self._db.execute(pragma)
         try:
+            await self._db.execute("PRAGMA busy_timeout = 10000")
+            await self._use_wal()
+            await self._db.execute("PRAGMA synchronous = NORMAL")
             await self._migrate()
         except BaseException:
             await self.close()
             raise
+
+    async def _use_wal(self) -> None:
+        """Switch to WAL, so readers never wait for the writer. The switch can answer
+        "locked" at once, without the busy timeout, while other processes open the same
+        file: retry it for a while."""
+        for attempt in range(WAL_ATTEMPTS):
+            try:
+                await self.db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == WAL_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
 
     async def close(self) -> None:
         if self._db is not None:

@@ -159,6 +159,19 @@ async def test_find_user_ignores_case(storage: Storage) -> None:
     assert await storage.find_user(email="bob@example.com") is None
 
 
+async def test_lookups_of_unstorable_text_find_nothing(storage: Storage) -> None:
+    """NUL cannot be stored by every database; looking it up is simply not found."""
+    await storage.create_user(make_user())
+    assert await storage.find_user(username="ali\x00ce") is None
+    assert await storage.find_user(email="alice@example.com\x00") is None
+    assert await storage.get_user("u1\x00") is None
+    assert await storage.delete_user("u1\x00", 10) is None
+    assert await storage.change_password("u1\x00", "h", None, 10) == []
+    assert await storage.hit_counter("k\x00", 60, 10) == Counter(1, 70)
+    assert await storage.read_counter("k\x00", 10) == Counter(1, 70)
+    assert await storage.read_counter("k", 10) == Counter(0, 10)
+
+
 async def test_usernames_and_emails_are_unique_without_regard_to_case(
     storage: Storage,
 ) -> None:

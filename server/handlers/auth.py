@@ -25,6 +25,7 @@ from ..events import log_event
 from ..guards import Role, current_claims
 from ..middleware import read_access_token
 from ..passwords import HashingBusy, WeakPassword, check_length
+from ..ratelimit import account_key
 from ..schemas import PasswordChangeBody, RefreshBody, SigninBody, SignupBody
 from ..tokens import TokenError
 from .common import json_ok, now, role_names
@@ -40,8 +41,8 @@ async def signup(request: web.Request) -> web.Response:
     if roles != (Role.USER.value,) and not _is_admin(request):
         raise errors.forbidden(Role.ADMIN.denied_message)
     storage = app[keys.STORAGE]
-    await _refuse_taken(request, body.username, body.email)
     await app[keys.RATE_LIMITER].hit_signup(address_of(request))
+    await _refuse_taken(request, body.username, body.email)
     password_hash = await _hash_new_password(
         request, body.password, [body.username, body.email]
     )
@@ -121,7 +122,7 @@ async def signin(request: web.Request) -> web.Response:
     else:
         user = await storage.find_user(email=body.email)
         login = body.email or ""
-    account = user.id if user else "login:" + login.casefold()
+    account = account_key(user, login)
     address = address_of(request)
     await limiter.check_signin(account, address)
     if not await _password_matches(request, body.password, user):
@@ -271,7 +272,10 @@ async def change_password(request: web.Request) -> web.Response:
     user = await storage.get_user(claims.user_id)
     if user is None:
         raise errors.token_revoked()
+    limiter, address = request.app[keys.RATE_LIMITER], address_of(request)
+    await limiter.check_signin(user.id, address)
     if not await _password_matches(request, body.currentPassword, user):
+        await limiter.signin_failed(user.id, address)
         log_event(
             "password_change_failed",
             request,

@@ -75,6 +75,8 @@ def first_error_message(exc: ValidationError) -> str:
     field = location[0] if location else ""
     if error["type"] == "missing":
         return f"{field} is required"
+    if error["type"] == "string_too_long" and len(location) == 1:
+        return f"{field} must be at most {error['ctx']['max_length']} characters"
     if field in FIELD_RULES:
         return FIELD_RULES[field]
     return str(error["msg"]).removeprefix("Value error, ")

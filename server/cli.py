@@ -29,6 +29,7 @@ from .events import log_event
 from .passwords import PasswordHasher, WeakPassword, check_length
 from .purge import purge_once
 from .schemas import SignupBody
+from .serve import configure_logging, serve
 from .settings import Settings, SettingsError, load_settings
 
 ROLES = ("user", "moderator", "admin")
@@ -89,15 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.server.log_level.upper(),
-        format="%(asctime)s %(name)s %(message)s",
-    )
+    configure_logging(settings)
     command = args.command or "serve"
     try:
         if command == "serve":
-            from .serve import serve
-
             serve(settings)
             return 0
         if command == "rotate-key":

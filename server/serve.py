@@ -10,6 +10,7 @@ import sys
 from types import FrameType
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .app import create_app
 from .settings import Settings
@@ -24,11 +25,30 @@ def serve(settings: Settings) -> None:
     _supervise(settings)
 
 
-def _run_worker(settings: Settings, reuse_port: bool = True) -> None:
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a full traceback for every request its parser refuses (a 400 to the
+    client, with nothing wrong on the server): keep one short line, so that hostile
+    clients cannot flood the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.msg = f"{record.getMessage()}: {type(error).__name__} ({error.code})"
+            record.args, record.exc_info, record.exc_text = (), None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def configure_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.server.log_level.upper(),
         format="%(asctime)s %(name)s %(message)s",
     )
+    logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
+
+
+def _run_worker(settings: Settings, reuse_port: bool = True) -> None:
+    configure_logging(settings)
     server = settings.server
     web.run_app(
         create_app(settings),

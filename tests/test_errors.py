@@ -142,3 +142,15 @@ async def test_cors_for_the_seeds_front_end(make_api: MakeApi) -> None:
         "/api/test/all", headers={"Origin": "https://evil.example"}
     )
     assert "Access-Control-Allow-Origin" not in other.headers
+
+
+async def test_over_long_fields_say_so(api: Api) -> None:
+    body = {"username": "alice", "email": "a@example.com", "password": "x" * 2000}
+    response = await api.client.post("/api/auth/signup", json=body)
+    await expect_error(
+        response, 400, "password must be at most 1024 characters", "validation_error"
+    )
+    response = await api.refresh("t" * 600)
+    await expect_error(
+        response, 400, "refreshToken must be at most 512 characters", "validation_error"
+    )

@@ -59,7 +59,7 @@ def setup(
     app[keys.REVOCATIONS] = RevocationSet()
     app[keys.RATE_LIMITER] = RateLimiter(settings.ratelimit, app[keys.STORAGE])
     app[keys.TRUSTED_PROXIES] = parse_networks(settings.server.trusted_proxies)
-    app[keys.OPENAPI] = build_document()
+    app[keys.OPENAPI] = build_document(settings.passwords)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.guarded_handler)
     app.on_response_prepare.append(security_headers)

@@ -10,6 +10,7 @@ from pydantic.json_schema import models_json_schema
 
 from . import schemas
 from .routes import ROUTES, Answer, Route
+from .settings import PasswordSettings
 
 REF = "#/components/schemas/{model}"
 ERROR = schemas.ErrorBody
@@ -95,10 +96,25 @@ def _operation(route: Route) -> dict[str, Any]:
     return operation
 
 
-def build_document(server_url: str | None = None) -> dict[str, Any]:
+def _apply_password_rules(
+    definitions: dict[str, Any], rules: PasswordSettings | None
+) -> None:
+    """Password lengths are settings: document the configured ones."""
+    if rules is None:
+        return
+    for model, field in (
+        ("SignupBody", "password"),
+        ("PasswordChangeBody", "newPassword"),
+    ):
+        schema = definitions[model]["properties"][field]
+        schema.update(minLength=rules.min_length, maxLength=rules.max_length)
+
+
+def build_document(rules: PasswordSettings | None = None) -> dict[str, Any]:
     _, definitions = models_json_schema(
         [(model, "validation") for model in _models()], ref_template=REF
     )
+    _apply_password_rules(definitions.get("$defs", {}), rules)
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
@@ -126,6 +142,4 @@ def build_document(server_url: str | None = None) -> dict[str, Any]:
             },
         },
     }
-    if server_url:
-        document["servers"] = [{"url": server_url}]
     return document

@@ -22,7 +22,15 @@ def _valid_email(value: str) -> str:
     return value
 
 
-Email = Annotated[str, Field(max_length=254), AfterValidator(_valid_email)]
+Email = Annotated[
+    str,
+    Field(max_length=254, json_schema_extra={"format": "email"}),
+    AfterValidator(_valid_email),
+]
+# Documented as an enum; validated by the handler, which answers `unknown_role`.
+RoleName = Annotated[
+    str, Field(max_length=64, json_schema_extra={"enum": list(ROLE_NAMES)})
+]
 Password = Annotated[str, Field(max_length=MAX_PASSWORD_FIELD)]
 
 
@@ -36,14 +44,17 @@ class SignupBody(_Body):
     username: Annotated[str, Field(pattern=USERNAME_PATTERN)]
     email: Email
     password: Password
-    roles: (
-        Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=16)]
-        | None
-    ) = None
+    roles: Annotated[list[RoleName], Field(max_length=16)] | None = None
 
 
 class SigninBody(_Body):
     """Either `username` (the seeds) or `email`, with the password."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [{"required": ["username"]}, {"required": ["email"]}]
+        }
+    )
 
     username: Annotated[str, Field(min_length=1, max_length=254)] | None = None
     email: Annotated[str, Field(min_length=1, max_length=254)] | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import multiprocessing
 import multiprocessing.connection
 import signal
@@ -50,14 +51,22 @@ def configure_logging(settings: Settings) -> None:
 def _run_worker(settings: Settings, reuse_port: bool = True) -> None:
     configure_logging(settings)
     server = settings.server
-    web.run_app(
-        create_app(settings),
-        host=server.host,
-        port=server.port,
-        reuse_port=reuse_port or None,
-        access_log=None,
-        print=print if not reuse_port else None,
-    )
+    try:
+        web.run_app(
+            create_app(settings),
+            host=server.host,
+            port=server.port,
+            reuse_port=reuse_port or None,
+            access_log=None,
+            print=print if not reuse_port else None,
+        )
+    except OSError as exc:  # the port is taken, or the address is not ours
+        print(
+            f"error: cannot listen on {server.host}:{server.port}: "
+            f"{os.strerror(exc.errno) if exc.errno else exc}",
+            file=sys.stderr,
+        )
+        sys.exit(1)
 
 
 def _supervise(settings: Settings) -> None:

@@ -126,3 +126,14 @@ def test_bad_settings_stop_the_server_with_a_message(tmp_path: Path) -> None:
     assert result.stderr.strip() == (
         "error: tokens.secret must be at least 32 bytes (or empty to generate one)"
     )
+
+
+def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+    env = server_env(tmp_path)
+    with ServerProcess(env) as server:
+        taken = dict(env, AUTH_SERVER_PORT=str(server.port))
+        result = run_cli(["serve"], taken)
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith(
+        f"error: cannot listen on 127.0.0.1:{server.port}: Address already in use"
+    )

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-import os
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
 import sys
 from types import FrameType

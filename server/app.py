@@ -17,7 +17,7 @@ from . import clock, keys, signing_keys
 from .clientaddr import parse_networks
 from .cors import cors_middleware
 from .events import log_event
-from .middleware import auth_middleware, error_middleware, security_headers
+from .middleware import api_middleware
 from .openapi import build_document
 from .passwords import PasswordHasher
 from .purge import purge_forever
@@ -52,7 +52,7 @@ def setup(
         if settings.server.cors_origins
         else []
     )
-    app.middlewares.extend([*cors, error_middleware, auth_middleware])
+    app.middlewares.extend([*cors, api_middleware])
     app[keys.SETTINGS] = settings
     app[keys.STORAGE] = storage or create_storage(settings)
     app[keys.PASSWORDS] = PasswordHasher(settings.passwords)
@@ -62,7 +62,6 @@ def setup(
     app[keys.OPENAPI] = build_document(settings.passwords)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.guarded_handler)
-    app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.extend(
         [_storage_ctx, _passwords_ctx, _tokens_ctx, _revocations_ctx, _purge_ctx]
     )

@@ -64,6 +64,7 @@ class AccessTokens:
         self.ring = ring
         self._clock = time_source
         self._cache: dict[str, AccessClaims] = {}
+        self._leeway = settings.expiry_leeway
 
     def issue(self, user: User, session_id: str) -> str:
         now = int(self._clock())
@@ -91,7 +92,7 @@ class AccessTokens:
         if claims is None:
             claims = self._decode(token)
             self._remember(token, claims)
-        if claims.expires_at + self.settings.expiry_leeway <= now:
+        if claims.expires_at + self._leeway <= now:
             self._cache.pop(token, None)
             raise TokenExpired
         return claims

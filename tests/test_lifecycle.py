@@ -96,3 +96,22 @@ async def test_signin_does_not_block_the_event_loop(make_api: MakeApi) -> None:
         assert response.status == 200
     assert not any(task.done() for task in signins)
     assert [r.status for r in await asyncio.gather(*signins)] == [200, 200, 200]
+
+
+def test_hashing_threads_run_below_the_event_loop_priority() -> None:
+    """Linux sets niceness per thread: bcrypt yields the CPU to the loop in a storm."""
+    import os
+    import threading
+
+    from server.passwords import HASH_THREAD_NICENESS, PasswordHasher
+    from server.settings import PasswordSettings
+
+    hasher = PasswordHasher(PasswordSettings(bcrypt_rounds=4))
+    try:
+        niceness = hasher._pool.submit(
+            lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        ).result()
+    finally:
+        hasher.close()
+    loop_niceness = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert niceness == min(19, loop_niceness + HASH_THREAD_NICENESS)

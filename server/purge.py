@@ -16,9 +16,11 @@ logger = logging.getLogger("auth.purge")
 
 
 async def purge_once(
-    storage: Storage, batch_size: int, now: int | None = None
+    storage: Storage, batch_size: int, now: int | None = None, pause: float = 0
 ) -> PurgeResult:
-    """One full pass: batches until a batch comes back short."""
+    """One full pass: batches until a batch comes back short, with `pause` seconds
+    between batches for other processes' writers (SQLite's busy wait polls, so a
+    writer elsewhere needs a gap to get in)."""
     now = clock.epoch() if now is None else now
     total = PurgeResult()
     while True:
@@ -26,7 +28,7 @@ async def purge_once(
         total += batch
         if batch.sessions < batch_size and batch.other < batch_size:
             return total
-        await asyncio.sleep(0)  # let requests in between batches
+        await asyncio.sleep(pause)  # let requests in between batches
 
 
 async def purge_forever(storage: Storage, interval: float, batch_size: int) -> None:

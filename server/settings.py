@@ -113,7 +113,7 @@ class RateLimitSettings:
 @dataclass(frozen=True)
 class PurgeSettings:
     interval: float = 3600
-    batch_size: int = 1000
+    batch_size: int = 250
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,12 @@ load without a purge."""
 from __future__ import annotations
 
 import asyncio
-import re
 import sqlite3
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import client, seed, servers, specs
+from . import client, procs, seed, servers, specs
 from .report import Figure
 from .runner import Bench
 from .servers import Server
@@ -72,7 +70,7 @@ def _loads(
     """Both routes under load together for the measurement's duration or, with `purge`
     (a callable returning the purge's record), until the purge is done."""
     probe = bench.config.connections.purge_probe
-    duration = bench.config.purge_cap if purge else bench.config.duration
+    duration = bench.config.purge_watch + 10 if purge else bench.config.duration
     user = specs.user_spec(
         f"GET /api/test/user, {label}", server, token, duration, probe
     )
@@ -98,16 +96,18 @@ def _loads(
 def _cli_purge(
     bench: Bench, server: Server, token: str, tokens: Path, env: dict
 ) -> dict:
+    """`python run.py purge` in its own process, watched until it is done or the watch
+    ends (then stopped: what it purged so far stays purged)."""
+
     def purge() -> dict:
-        began = time.perf_counter()
         log = bench.workdir / "purge-command.log"
+        process = servers.start_purge(env, log)
         try:
-            finished = servers.run_purge(env, log, timeout=bench.config.purge_cap)
-        except subprocess.TimeoutExpired:
-            return {"purge_s": None, "purged": None}
-        match = re.search(r"Purged (\d+)", finished.stdout)
-        purged = int(match.group(1)) if match else None
-        return {"purge_s": time.perf_counter() - began, "purged": purged}
+            return _watch(
+                bench, env["AUTH_STORAGE_PATH"], lambda: process.poll() is not None
+            )
+        finally:
+            procs.stop_group(process)
 
     return _loads(bench, server, token, tokens, "during purge (cli)", purge)
 
@@ -115,26 +115,31 @@ def _cli_purge(
 def _server_purge(
     bench: Bench, server: Server, token: str, tokens: Path, path: str
 ) -> dict:
-    """The server purges by itself: watch the expired sessions go, from the first poll
-    that sees some gone to the one that sees none left (so to within POLL_S)."""
-
-    def purge() -> dict:
-        total = bench.config.purge_expired
-        deadline = time.monotonic() + bench.config.purge_cap
-        began = None
-        while time.monotonic() < deadline:
-            left = _expired(path)
-            if began is None and left < total:
-                began = time.perf_counter()
-            if left == 0:
-                ended = time.perf_counter()
-                return {"purge_s": ended - (began or ended), "purged": total}
-            time.sleep(POLL_S)
-        return {"purge_s": None, "purged": total - _expired(path)}
-
+    """The server purges by itself in the background."""
     label = "during purge (server)"
     # No settling: the server may already be purging, which is what is measured.
-    return _loads(bench, server, token, tokens, label, purge, settle=False)
+    return _loads(
+        bench, server, token, tokens, label, lambda: _watch(bench, path), settle=False
+    )
+
+
+def _watch(bench: Bench, path: str, exited: Callable[[], bool] = lambda: False) -> dict:
+    """Watch the expired sessions go, from the first poll that sees some gone to the one
+    that sees none left (to within POLL_S), for at most `purge_watch` seconds: a purge
+    that yields to live traffic can take minutes, and the latency while it runs is what
+    this phase is about. An unfinished purge is reported with its rate."""
+    total = bench.config.purge_expired
+    deadline = time.perf_counter() + bench.config.purge_watch
+    began = None
+    while True:
+        left = _expired(path)
+        now = time.perf_counter()
+        if began is None and left < total:
+            began = now
+        if left == 0 or now >= deadline or (exited() and _expired(path) == left):
+            took = now - (began or now)
+            return {"purge_s": took, "purged": total - left, "finished": left == 0}
+        time.sleep(POLL_S)
 
 
 def _expired(path: str) -> int:
@@ -151,8 +156,13 @@ def _expired(path: str) -> int:
 def _figures(bench: Bench, mode: str, without: dict, during: dict) -> None:
     expired = bench.config.purge_expired
     how = "python run.py purge" if mode == "cli" else "the running server's purge"
-    took = during["purge_s"]
-    value = "not finished" if took is None else f"{took:.1f} s"
+    took, purged = during["purge_s"], during["purged"]
+    if during["finished"]:
+        value = f"{took:.1f} s"
+    else:
+        rate = purged / took if took else 0.0
+        whole = f", all in ~{expired / rate:.0f} s" if rate else ""
+        value = f"unfinished: {purged:,} in {took:.0f} s ({rate:,.0f}/s{whole})"
     bench.figure(Figure(5, f"Purge of {expired:,} expired tokens by {how}", value))
     ratio = during["max_ms"] / without["max_ms"] if without["max_ms"] else None
     bench.figure(
@@ -163,7 +173,7 @@ def _figures(bench: Bench, mode: str, without: dict, during: dict) -> None:
             f"max {without['max_ms']:.1f} ms (p99 {without['p99_ms']:.2f} ms) without",
             ratio,
             "max <= 100 ms",
-            took is not None and during["max_ms"] <= 100,
+            during["max_ms"] <= 100,
         )
     )
     series = bench.results.series.setdefault("purge", {"expired": expired})

@@ -97,20 +97,18 @@ def bare_server(workdir: Path) -> Iterator[Server]:
         yield server
 
 
-def run_purge(
-    env: Mapping[str, str], log: Path, timeout: float
-) -> subprocess.CompletedProcess:
-    """`python run.py purge` against the server's database, as an operator would."""
+def start_purge(env: Mapping[str, str], log: Path) -> subprocess.Popen:
+    """`python run.py purge` against the server's database, as an operator would, in
+    its own process group (stop it with procs.stop_group)."""
     with open(log, "ab") as out:
-        return subprocess.run(
+        return subprocess.Popen(
             [sys.executable, str(REPO / "run.py"), "purge"],
             cwd=REPO,
             env=dict(env),
-            stdout=subprocess.PIPE,
-            stderr=out,
-            timeout=timeout,
-            check=True,
-            text=True,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
 

@@ -36,7 +36,7 @@ class BenchConfig:
     token_list_cap: int = 50_000  # fresh tokens handed to the generator per measurement
     purge_expired: int = 1_000_000
     purge_live: int = 10_000
-    purge_watch: float = 120.0  # seconds phase 5 watches a purge at most (then: its rate)
+    purge_watch: float = 120.0  # most seconds phase 5 watches a purge (then: its rate)
     server_purge_interval: float = 2.0  # phase 5's in-server purge starts within this
     worker_counts: tuple[int, ...] = (1, 2)
     connections: Connections = field(default_factory=Connections)

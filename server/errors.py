@@ -179,9 +179,5 @@ def unsupported_media_type() -> ApiError:
     )
 
 
-def bad_request(message: str) -> ApiError:
-    return ApiError(400, message, ErrorCode.BAD_REQUEST)
-
-
 def internal_error() -> ApiError:
     return ApiError(500, "Internal server error", ErrorCode.INTERNAL_ERROR)

@@ -178,16 +178,6 @@ def rotate(
     return KeyRing(records, verify_window(tokens), now)
 
 
-def key_file_mtime(settings: Settings) -> float | None:
-    """When the key file last changed (None when keys are configured or absent)."""
-    if is_configured(settings.tokens):
-        return None
-    try:
-        return key_file(settings).stat().st_mtime
-    except FileNotFoundError:
-        return None
-
-
 def _rotated(
     records: list[KeyRecord], tokens: TokenSettings, now: int
 ) -> list[KeyRecord]:

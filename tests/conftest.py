@@ -90,8 +90,8 @@ class Api:
     async def user(
         self, username: str | None = None, roles: list[str] | None = None
     ) -> dict:
-        """Sign up (an admin through the storage-free path: roles need an admin token, so
-        the first admin is made by `admin()`), sign in, and return the sign-in body."""
+        """Sign up (roles beyond `user` through an admin token made by
+        `make_admin_token`), sign in, and return the sign-in body."""
         response = await self.signup(
             username, roles=roles, token=await self._admin_token(roles)
         )

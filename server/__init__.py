@@ -1,14 +1,29 @@
-"""A JWT auth server on aiohttp. The embedding API: build the app, or install the server
-into yours and guard your own handlers by role.
+"""A JWT auth server on aiohttp, usable on its own (`python run.py`) or embedded in a
+host app:
 
-    from server import Role, create_app, load_settings, requires
+    from server import Auth, load_settings
+
+    auth = Auth(load_settings())
+    auth.setup(app, prefix="/api/auth")
+
+    @auth.requires("admin")
+    async def handler(request): ...
 """
 
-from .app import create_app, setup
+from .app import create_app
+from .auth import EMBEDDED_GROUPS, STANDALONE_GROUPS, Auth
+from .errors import ApiError, ErrorCode
 from .guards import Role, current_claims, requires
-from .settings import Settings, SettingsError, load_settings
+from .settings import Settings, SettingsError, load_settings, settings_from_mapping
+from .tokens import AccessClaims
 
 __all__ = [
+    "EMBEDDED_GROUPS",
+    "STANDALONE_GROUPS",
+    "AccessClaims",
+    "ApiError",
+    "Auth",
+    "ErrorCode",
     "Role",
     "Settings",
     "SettingsError",
@@ -16,5 +31,5 @@ __all__ = [
     "current_claims",
     "load_settings",
     "requires",
-    "setup",
+    "settings_from_mapping",
 ]

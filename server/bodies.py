@@ -9,7 +9,13 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from .errors import ApiError, unsupported_media_type, validation_error
+from . import keys
+from .errors import (
+    ApiError,
+    payload_too_large,
+    unsupported_media_type,
+    validation_error,
+)
 from .schemas import FIELD_RULES
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -21,7 +27,9 @@ async def read_body(request: web.Request, model: type[ModelT]) -> ModelT:
     """The body as `model`. An empty body reads as `{}` (the seeds' clients post none to
     some routes); anything else must be a UTF-8 JSON object sent as application/json,
     which also keeps cross-site HTML forms from posting here."""
-    raw = await request.read()
+    raw = await _read_limited(
+        request, request.app[keys.AUTH].settings.server.max_body_bytes
+    )
     data: Any = {} if not raw.strip() else _parse(request, raw)
     if not isinstance(data, dict):
         raise validation_error("Request body must be a JSON object")
@@ -29,6 +37,22 @@ async def read_body(request: web.Request, model: type[ModelT]) -> ModelT:
         return model.model_validate(data)
     except ValidationError as exc:
         raise _first_error(exc) from None
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+    """The body, at most `limit` bytes (413 beyond), whatever the host app's own
+    client_max_size: embedded, the auth routes keep the server's limit."""
+    if request.content_length is not None and request.content_length > limit:
+        raise payload_too_large(limit)
+    if request.content_length is not None:
+        return await request.read()
+    chunks, size = [], 0
+    while chunk := await request.content.read(limit + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise payload_too_large(limit)
+    return b"".join(chunks)
 
 
 def _parse(request: web.Request, raw: bytes) -> Any:

@@ -32,6 +32,7 @@ class ErrorCode(StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     BAD_REQUEST = "bad_request"
+    UNAVAILABLE = "unavailable"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -177,6 +178,14 @@ def unsupported_media_type() -> ApiError:
     return ApiError(
         415, "Content-Type must be application/json", ErrorCode.UNSUPPORTED_MEDIA_TYPE
     )
+
+
+def user_not_found() -> ApiError:
+    return ApiError(404, "User not found.", ErrorCode.NOT_FOUND)
+
+
+def unavailable() -> ApiError:
+    return ApiError(503, "Service unavailable.", ErrorCode.UNAVAILABLE)
 
 
 def internal_error() -> ApiError:

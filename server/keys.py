@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from storage import Storage
-
 from .clientaddr import Network
-from .passwords import PasswordHasher
-from .ratelimit import RateLimiter
-from .revocation import RevocationSet
-from .settings import Settings
-from .tokens import AccessClaims, AccessTokens, RefreshTokens
+from .tokens import AccessClaims
 
-SETTINGS = web.AppKey("settings", Settings)
-STORAGE = web.AppKey("storage", Storage)
-ACCESS_TOKENS = web.AppKey("access_tokens", AccessTokens)
-REFRESH_TOKENS = web.AppKey("refresh_tokens", RefreshTokens)
-PASSWORDS = web.AppKey("passwords", PasswordHasher)
-REVOCATIONS = web.AppKey("revocations", RevocationSet)
-RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
-OPENAPI = web.AppKey("openapi", dict[str, Any])
+if TYPE_CHECKING:
+    from .auth import Auth
+
+# The Auth object installed into an app by `Auth.setup`: settings, storage, the service.
+AUTH: web.AppKey[Auth] = web.AppKey("auth")
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple[Network, ...])
 
 CLAIMS = web.RequestKey("claims", AccessClaims)

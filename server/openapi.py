@@ -1,25 +1,28 @@
-"""The OpenAPI 3.1 document, generated from the route table and the same pydantic
-models that validate requests, so the document cannot drift from the server."""
+"""The OpenAPI 3.1 document, generated from the routes an Auth mounted and the same
+pydantic models that validate requests, so the document cannot drift from the server."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from . import schemas
-from .routes import ROUTES, Answer, Route
+from .routes import Answer, Route
 from .settings import PasswordSettings
 
 REF = "#/components/schemas/{model}"
 ERROR = schemas.ErrorBody
 SECURITY = [{"accessToken": []}, {"bearerAuth": []}]
+PATH_PARAMETER = re.compile(r"{(\w+)}")
 
 
-def _models() -> list[type[BaseModel]]:
+def _models(routes: Sequence[Route]) -> list[type[BaseModel]]:
     found: dict[str, type[BaseModel]] = {"ErrorBody": ERROR}
-    for route in ROUTES:
+    for route in routes:
         for model in [route.body, *(answer.model for answer in route.answers)]:
             if model is not None:
                 found[model.__name__] = model
@@ -73,7 +76,7 @@ def _operation(route: Route) -> dict[str, Any]:
         }
     operation: dict[str, Any] = {
         "summary": route.summary,
-        "operationId": route.handler.__name__,
+        "operationId": _operation_id(route),
         "tags": [route.tag],
         "responses": dict(sorted(responses.items())),
     }
@@ -84,14 +87,11 @@ def _operation(route: Route) -> dict[str, Any]:
         }
     if route.role is not None:
         operation["security"] = SECURITY
-    if "{user_id}" in route.path:
+    names = PATH_PARAMETER.findall(route.path)
+    if names:
         operation["parameters"] = [
-            {
-                "name": "user_id",
-                "in": "path",
-                "required": True,
-                "schema": {"type": "string"},
-            }
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in names
         ]
     return operation
 
@@ -110,13 +110,21 @@ def _apply_password_rules(
         schema.update(minLength=rules.min_length, maxLength=rules.max_length)
 
 
-def build_document(rules: PasswordSettings | None = None) -> dict[str, Any]:
+def _operation_id(route: Route) -> str:
+    """Unique because a method and path are mounted once: `post_api_auth_signin`."""
+    words = re.findall(r"[A-Za-z0-9]+", route.path)
+    return "_".join([route.method.lower(), *words])
+
+
+def build_document(
+    routes: Sequence[Route], rules: PasswordSettings | None = None
+) -> dict[str, Any]:
     _, definitions = models_json_schema(
-        [(model, "validation") for model in _models()], ref_template=REF
+        [(model, "validation") for model in _models(routes)], ref_template=REF
     )
     _apply_password_rules(definitions.get("$defs", {}), rules)
     paths: dict[str, dict[str, Any]] = {}
-    for route in ROUTES:
+    for route in routes:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
     document: dict[str, Any] = {
         "openapi": "3.1.0",

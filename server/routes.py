@@ -1,5 +1,11 @@
-"""The one route table: every route with the role it needs, its body and its answers.
-The app registers routes from it and the OpenAPI document is generated from it."""
+"""The route tables: every route with the role it needs, its body and its answers. `Auth`
+mounts routes from them and the OpenAPI document is generated from what it mounted.
+
+`ROUTES` is the core contract (the bezkoder seeds). A `RouteSet` is one API over the same
+service (the core, or a seed dialect): its routes, how it reads the access token and how
+it renders errors. Each route belongs to a group that a host app mounts or leaves out
+(`Auth.setup(..., groups=...)`); the `auth` and `users` groups move with the prefixes a host
+chooses."""
 
 from __future__ import annotations
 
@@ -9,8 +15,12 @@ from pydantic import BaseModel
 
 from . import schemas
 from .errors import Handler
-from .guards import Role, requires
+from .guards import Role
 from .handlers import auth, content, meta, users
+from .middleware import ErrorRenderer, TokenReader, read_access_token, render_error
+
+AUTH_PREFIX = "/api/auth"
+USERS_PREFIX = "/api/users"
 
 
 @dataclass(frozen=True)
@@ -34,10 +44,18 @@ class Route:
     body: type[BaseModel] | None = None
     rate_limited: bool = False
     tag: str = "auth"
+    group: str = "auth"
 
-    @property
-    def guarded_handler(self) -> Handler:
-        return requires(self.role)(self.handler) if self.role else self.handler
+
+@dataclass(frozen=True)
+class RouteSet:
+    """One API over the service: its routes, how it reads the access token of guarded
+    routes, and how it renders errors."""
+
+    name: str
+    routes: tuple[Route, ...]
+    render: ErrorRenderer = render_error
+    read_token: TokenReader = read_access_token
 
 
 def _text(content: str) -> tuple[Answer, ...]:
@@ -52,6 +70,7 @@ ROUTES: tuple[Route, ...] = (
         "Public content",
         _text("Public Content."),
         tag="content",
+        group="content",
     ),
     Route(
         "GET",
@@ -61,6 +80,7 @@ ROUTES: tuple[Route, ...] = (
         _text("User Content."),
         role=Role.USER,
         tag="content",
+        group="content",
     ),
     Route(
         "GET",
@@ -70,6 +90,7 @@ ROUTES: tuple[Route, ...] = (
         _text("Moderator Content."),
         role=Role.MODERATOR,
         tag="content",
+        group="content",
     ),
     Route(
         "GET",
@@ -79,6 +100,7 @@ ROUTES: tuple[Route, ...] = (
         _text("Admin Content."),
         role=Role.ADMIN,
         tag="content",
+        group="content",
     ),
     Route(
         "POST",
@@ -152,6 +174,7 @@ ROUTES: tuple[Route, ...] = (
         (Answer(200, "The user", schemas.Profile),),
         role=Role.USER,
         tag="users",
+        group="users",
     ),
     Route(
         "DELETE",
@@ -164,6 +187,7 @@ ROUTES: tuple[Route, ...] = (
         ),
         role=Role.ADMIN,
         tag="users",
+        group="users",
     ),
     Route(
         "GET",
@@ -172,6 +196,7 @@ ROUTES: tuple[Route, ...] = (
         "Public keys that verify access tokens",
         (Answer(200, "JSON Web Key Set", schemas.Jwks),),
         tag="meta",
+        group="meta",
     ),
     Route(
         "GET",
@@ -180,5 +205,8 @@ ROUTES: tuple[Route, ...] = (
         "This document",
         (Answer(200, "OpenAPI 3.1 document"),),
         tag="meta",
+        group="meta",
     ),
 )
+
+CORE = RouteSet("bezkoder", ROUTES)

@@ -134,7 +134,6 @@ def load_settings(
 ) -> Settings:
     """Read a settings file (settings.toml by default), then apply AUTH_* overrides."""
     config = Path(path) if path else DEFAULT_CONFIG
-    environ = os.environ if environ is None else environ
     try:
         raw = tomllib.loads(config.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -142,13 +141,29 @@ def load_settings(
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{config}: {exc}") from None
     _resolve_storage_path(raw, config.parent)
+    return settings_from_mapping(raw, environ)
+
+
+def settings_from_mapping(
+    raw: Mapping[str, object], environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from a mapping shaped like settings.toml (`{"tokens": {"access_ttl":
+    60}}`); sections and keys left out take their defaults, and AUTH_* overrides from
+    `environ` (the process environment by default) still apply."""
+    environ = os.environ if environ is None else environ
+    remaining = dict(raw)
     sections = {}
     for section in dataclasses.fields(Settings):
-        values = dict(raw.pop(section.name, {}) or {})
+        given = remaining.pop(section.name, None) or {}
+        if not isinstance(given, Mapping):
+            raise SettingsError(f"[{section.name}] must be a table of settings")
+        values = dict(given)
         values.update(_env_overrides(section.name, environ))
         sections[section.name] = _build_section(section.name, values)
-    if raw:
-        raise SettingsError(f"unknown settings section(s): {', '.join(sorted(raw))}")
+    if remaining:
+        raise SettingsError(
+            f"unknown settings section(s): {', '.join(sorted(remaining))}"
+        )
     return Settings(**sections)
 
 

@@ -57,14 +57,24 @@ class AccessTokens:
     def __init__(
         self,
         settings: TokenSettings,
-        ring: KeyRing,
+        ring: KeyRing | None = None,
         time_source: Callable[[], float] = clock.now,
     ) -> None:
         self.settings = settings
-        self.ring = ring
+        self._ring = ring
         self._clock = time_source
         self._cache: dict[str, AccessClaims] = {}
         self._leeway = settings.expiry_leeway
+
+    @property
+    def ring(self) -> KeyRing:
+        """The keys in use; loaded when the server starts."""
+        assert self._ring is not None, "signing keys are not loaded yet"
+        return self._ring
+
+    @ring.setter
+    def ring(self, ring: KeyRing) -> None:
+        self._ring = ring
 
     def issue(self, user: User, session_id: str) -> str:
         now = int(self._clock())
@@ -161,8 +171,8 @@ class RefreshTokens:
     so every process derives the same one and only hashes need to be stored.
     """
 
-    def __init__(self, successor_key: bytes) -> None:
-        self._key = successor_key
+    def __init__(self, successor_key: bytes | None = None) -> None:
+        self.key = successor_key  # shared through storage; set when the server starts
 
     @staticmethod
     def mint() -> str:
@@ -173,5 +183,6 @@ class RefreshTokens:
         return hashlib.sha256(token.encode()).digest()
 
     def successor(self, token: str) -> str:
-        mac = hmac.new(self._key, token.encode(), hashlib.sha256).digest()
+        assert self.key is not None, "the successor key is not loaded yet"
+        mac = hmac.new(self.key, token.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()

@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .base import Storage
-from .errors import EmailTaken, SchemaTooNew, StorageError, UsernameTaken
+from .errors import (
+    EmailTaken,
+    SchemaTooNew,
+    StorageError,
+    StorageUnavailable,
+    UsernameTaken,
+)
 from .models import (
     Counter,
     NewSession,
@@ -34,6 +40,7 @@ __all__ = [
     "SchemaTooNew",
     "Storage",
     "StorageError",
+    "StorageUnavailable",
     "User",
     "UsernameTaken",
     "create_storage",

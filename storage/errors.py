@@ -15,3 +15,7 @@ class EmailTaken(StorageError):
 
 class SchemaTooNew(StorageError):
     """The database was written by a newer version of this server."""
+
+
+class StorageUnavailable(StorageError):
+    """The database cannot be reached; it may come back by itself."""

@@ -130,10 +130,10 @@ async def make_admin_token(app: web.Application) -> str:
     from server import keys
     from storage import NewSession, User
 
-    storage = app[keys.STORAGE]
+    storage = app[keys.AUTH].storage
     admin = await storage.find_user(username="root-admin")
     if admin is None:
-        password_hash = await app[keys.PASSWORDS].hash(PASSWORD)
+        password_hash = await app[keys.AUTH].passwords.hash(PASSWORD)
         admin = User(
             "admin-id",
             "root-admin",
@@ -144,9 +144,9 @@ async def make_admin_token(app: web.Application) -> str:
         )
         await storage.create_user(admin)
     session_id = secrets.token_hex(16)
-    token_hash = app[keys.REFRESH_TOKENS].digest(secrets.token_urlsafe(32))
+    token_hash = app[keys.AUTH].refresh_tokens.digest(secrets.token_urlsafe(32))
     await storage.create_session(NewSession(session_id, admin.id, token_hash, 0, 2**40))
-    return app[keys.ACCESS_TOKENS].issue(admin, session_id)
+    return app[keys.AUTH].access_tokens.issue(admin, session_id)
 
 
 async def expect_error(

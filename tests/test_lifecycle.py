@@ -71,7 +71,7 @@ async def test_purge_once_works_in_batches_and_spares_live_sessions(
     live = await api.user("alice")
     for _ in range(5):
         assert (await api.signin("alice")).status == 200
-    storage = api.app[keys.STORAGE]
+    storage = api.app[keys.AUTH].storage
     result = await purge_once(storage, batch_size=2, now=int(time.time()) + 3600)
     assert (result.sessions, result.tokens) == (6, 6)
     assert (await api.refresh(live["refreshToken"])).status == 403
@@ -88,7 +88,7 @@ async def test_signin_does_not_block_the_event_loop(make_api: MakeApi) -> None:
     api = await make_api(passwords={"bcrypt_rounds": 12, "hash_workers": 1})
     token = (await api.user("alice"))["accessToken"]
     signins = [asyncio.ensure_future(api.signin("alice")) for _ in range(3)]
-    hasher = api.app[keys.PASSWORDS]
+    hasher = api.app[keys.AUTH].passwords
     while hasher.pending < 3:  # all three are waiting on bcrypt now
         await asyncio.sleep(0.001)
     for _ in range(20):

@@ -54,7 +54,7 @@ def _claims(api: Api, **changes: object) -> dict:
         "jti": "j",
         "iat": now,
         "exp": now + 60,
-        "iss": api.app[keys.SETTINGS].tokens.issuer,
+        "iss": api.app[keys.AUTH].settings.tokens.issuer,
         "typ": "access",
     }
     claims.update(changes)
@@ -62,7 +62,7 @@ def _claims(api: Api, **changes: object) -> dict:
 
 
 def _kid(api: Api) -> str:
-    return api.app[keys.ACCESS_TOKENS].ring.current.kid
+    return api.app[keys.AUTH].access_tokens.ring.current.kid
 
 
 async def test_bad_tokens_are_invalid(api: Api) -> None:
@@ -136,7 +136,7 @@ async def test_short_tokens_get_no_more_leeway_than_a_tenth_of_their_life(
 ) -> None:
     """With the default 30 s leeway, AUTH_TOKENS_ACCESS_TTL=2 still expires after 2 s."""
     api = await make_api(tokens={"access_ttl": 2})
-    assert api.app[keys.SETTINGS].tokens.leeway == 30
+    assert api.app[keys.AUTH].settings.tokens.leeway == 30
     token = (await api.user())["accessToken"]
     assert (await api.get("/api/test/user", token)).status == 200
     clock.advance(2.1)

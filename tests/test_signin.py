@@ -54,7 +54,7 @@ async def test_access_token_claims(api: Api) -> None:
     assert claims["exp"] - claims["iat"] == 900
     header = jwt.get_unverified_header(body["accessToken"])
     assert header["alg"] == "HS256"
-    assert header["kid"] == api.app[keys.ACCESS_TOKENS].ring.current.kid
+    assert header["kid"] == api.app[keys.AUTH].access_tokens.ring.current.kid
 
 
 async def test_expires_in_follows_the_setting(make_api: MakeApi) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from server import app as app_module
+from server import keywatch
 from server import signing_keys
 from server.signing_keys import KeyRotationError, load_key_ring, rotate
 from tests.conftest import MakeApi, make_settings
@@ -79,7 +79,7 @@ def test_configured_keys_are_not_rotated(tmp_path: Path) -> None:
 async def test_a_running_server_picks_up_a_rotated_key(
     make_api: MakeApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(app_module, "KEY_RELOAD_SECONDS", 0.05)
+    monkeypatch.setattr(keywatch, "KEY_RELOAD_SECONDS", 0.05)
     api = await make_api(tokens=GENERATED)
     old = (await api.user("alice"))["accessToken"]
     rotated = rotate(

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .. import errors, keys
-from ..events import log_event
+from .. import keys
+from ..caller import Caller
 from ..guards import current_claims
-from .auth import remember_revoked
-from .common import iso_utc, json_ok, now, role_names
+from .common import iso_utc, json_ok, role_names
 
 
 async def me(request: web.Request) -> web.Response:
-    claims = current_claims(request)
-    user = await request.app[keys.STORAGE].get_user(claims.user_id)
-    if user is None:
-        raise errors.token_revoked()
+    user = await request.app[keys.AUTH].service.current_user(current_claims(request))
     return json_ok(
         {
             "id": user.id,
@@ -29,16 +25,7 @@ async def me(request: web.Request) -> web.Response:
 
 async def delete_user(request: web.Request) -> web.Response:
     """Admins only (route table). Revokes every session of the user at once."""
-    user_id = request.match_info["user_id"]
-    revoked = await request.app[keys.STORAGE].delete_user(user_id, now())
-    if revoked is None:
-        raise errors.ApiError(404, "User not found.", errors.ErrorCode.NOT_FOUND)
-    remember_revoked(request, revoked)
-    log_event(
-        "user_deleted",
-        request,
-        user_id=user_id,
-        by=current_claims(request).user_id,
-        revoked_sessions=len(revoked),
+    await request.app[keys.AUTH].service.delete_user(
+        Caller.of(request), current_claims(request), request.match_info["user_id"]
     )
     return json_ok({"message": "User was deleted."})

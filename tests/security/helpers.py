@@ -52,7 +52,7 @@ def signing_input(header: dict[str, Any], payload: dict[str, Any]) -> bytes:
 def access_claims(app: web.Application, **changes: Any) -> dict[str, Any]:
     """Complete access-token claims as the server issues them; a change to None drops
     that claim."""
-    tokens = app[keys.SETTINGS].tokens
+    tokens = app[keys.AUTH].settings.tokens
     now = int(time.time())
     claims: dict[str, Any] = {
         "sub": "forged-user",
@@ -73,7 +73,7 @@ def access_claims(app: web.Application, **changes: Any) -> dict[str, Any]:
 def server_signed(app: web.Application, payload: dict[str, Any], **header: Any) -> str:
     """`payload` signed with the server's current key, under the header the server
     writes (`alg`, `typ`, `kid`) with `header` changes applied; None drops a member."""
-    key = app[keys.ACCESS_TOKENS].ring.current
+    key = app[keys.AUTH].access_tokens.ring.current
     return signed_with(key.signer, key.algorithm, key.kid, payload, **header)
 
 
@@ -98,8 +98,8 @@ async def stored_bytes(api: Api) -> bytes:
     """Everything the app's storage holds, as bytes: the SQLite files, every PostgreSQL
     row as text (bytea as hex), or every string and bytes value in memory (bytes also
     as hex)."""
-    storage = api.app[keys.STORAGE]
-    settings = api.app[keys.SETTINGS].storage
+    storage = api.app[keys.AUTH].storage
+    settings = api.app[keys.AUTH].settings.storage
     if settings.backend == "sqlite":
         database = Path(settings.path)
         files = sorted(database.parent.glob(database.name + "*"))

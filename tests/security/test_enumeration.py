@@ -73,7 +73,7 @@ async def test_both_paths_run_one_bcrypt_check_at_the_same_cost(
 ) -> None:
     await api.signup("alice")
     stored = (
-        await api.app[keys.STORAGE].find_user(username="alice")
+        await api.app[keys.AUTH].storage.find_user(username="alice")
     ).password_hash.encode()
     spy = CheckpwSpy(monkeypatch)
     known, unknown = LOGINS[field]
@@ -87,7 +87,7 @@ async def test_both_paths_run_one_bcrypt_check_at_the_same_cost(
     )
     (dummy,) = spy.take()
     assert dummy != stored
-    rounds = api.app[keys.SETTINGS].passwords.bcrypt_rounds
+    rounds = api.app[keys.AUTH].settings.passwords.bcrypt_rounds
     assert dummy[:7] == stored[:7] == f"$2b${rounds:02d}$".encode()
 
 

@@ -47,7 +47,7 @@ async def expect_accepted(api: Api, token: str) -> None:
 async def test_alg_none_is_refused(api: Api, alg: str) -> None:
     claims = access_claims(api.app)
     await expect_accepted(api, server_signed(api.app, claims))
-    kid = api.app[keys.ACCESS_TOKENS].ring.current.kid
+    kid = api.app[keys.AUTH].access_tokens.ring.current.kid
     unsigned = compose({"alg": alg, "typ": "JWT", "kid": kid}, claims)
     await expect_invalid(api, unsigned)
     # An honest signature kept under a header that now claims "none".
@@ -62,7 +62,7 @@ async def test_hs256_signed_with_the_rsa_public_key_is_refused(
     """The classic confusion: an RS256 server must not verify HMACs keyed with its own
     public key, in whatever encoding the attacker found it."""
     api = await make_api(tokens={"algorithm": "RS256", **GENERATED})
-    current = api.app[keys.ACCESS_TOKENS].ring.current
+    current = api.app[keys.AUTH].access_tokens.ring.current
     claims = access_claims(api.app, roles=["user", "admin"])
     await expect_accepted(api, server_signed(api.app, claims))
     public = current.verifier.key
@@ -144,7 +144,7 @@ async def test_claims_of_the_wrong_type_or_value(
 
 @memory_only
 async def test_future_iat_and_nbf_beyond_the_leeway(api: Api) -> None:
-    leeway = api.app[keys.SETTINGS].tokens.leeway
+    leeway = api.app[keys.AUTH].settings.tokens.leeway
     now = int(time.time())
     within = access_claims(api.app, iat=now + leeway // 2)
     await expect_accepted(api, server_signed(api.app, within))
@@ -161,7 +161,7 @@ async def test_future_iat_and_nbf_beyond_the_leeway(api: Api) -> None:
 @memory_only
 @pytest.mark.parametrize("issuer", ["someone-else", "", "AUTH-SERVER", ["auth-server"]])
 async def test_wrong_issuer(api: Api, issuer: Any) -> None:
-    assert api.app[keys.SETTINGS].tokens.issuer == "auth-server"
+    assert api.app[keys.AUTH].settings.tokens.issuer == "auth-server"
     await expect_invalid(
         api, server_signed(api.app, access_claims(api.app, iss=issuer))
     )
@@ -183,7 +183,7 @@ async def test_audience_is_checked_when_set(make_api: MakeApi) -> None:
 async def test_no_audience_is_accepted_when_none_is_set(
     api: Api, audience: Any
 ) -> None:
-    assert api.app[keys.SETTINGS].tokens.audience == ""
+    assert api.app[keys.AUTH].settings.tokens.audience == ""
     await expect_invalid(
         api, server_signed(api.app, access_claims(api.app, aud=audience))
     )
@@ -203,7 +203,7 @@ async def test_kid_must_name_a_live_key(api: Api, kid: Any) -> None:
 @memory_only
 async def test_pinned_algorithm_on_hs256(api: Api) -> None:
     """The right secret under another HMAC algorithm is still refused."""
-    kid = api.app[keys.ACCESS_TOKENS].ring.current.kid
+    kid = api.app[keys.AUTH].access_tokens.ring.current.kid
     claims = access_claims(api.app)
     for algorithm, digest in (("HS384", hashlib.sha384), ("HS512", hashlib.sha512)):
         header = {"alg": algorithm, "typ": "JWT", "kid": kid}
@@ -219,7 +219,7 @@ async def test_embedded_or_remote_keys_in_the_header_are_ignored(
 ) -> None:
     """`jwk`, `jku` and `x5u` headers name the attacker's key: never trusted."""
     api = await make_api(tokens={"algorithm": "RS256", **GENERATED})
-    kid = api.app[keys.ACCESS_TOKENS].ring.current.kid
+    kid = api.app[keys.AUTH].access_tokens.ring.current.kid
     attacker = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     public_jwk = RSAAlgorithm.to_jwk(attacker.public_key(), as_dict=True)
     claims = access_claims(api.app, roles=["user", "admin"])
@@ -254,7 +254,7 @@ async def test_a_retired_key_verifies_for_its_window_only(make_api: MakeApi) -> 
     """Tokens signed before a rotation keep working for access_ttl + leeway; after that
     the retired key is gone, so even a leaked copy of it mints nothing."""
     api = await make_api(tokens={"algorithm": "RS256", **GENERATED})
-    settings, tokens = api.app[keys.SETTINGS], api.app[keys.ACCESS_TOKENS]
+    settings, tokens = api.app[keys.AUTH].settings, api.app[keys.AUTH].access_tokens
     issued = (await api.user())["accessToken"]
     old = tokens.ring.current
     retired_at = int(time.time())
@@ -319,7 +319,7 @@ async def test_each_algorithm_signs_and_publishes_a_usable_jwks(
     claims = jwt.decode(token, key, algorithms=[algorithm], issuer="auth-server")
     assert (claims["sub"], claims["typ"]) == (signed_in["id"], "access")
 
-    key_file = api.app[keys.SETTINGS].storage.data_dir / signing_keys.KEY_FILE_NAME
+    key_file = api.app[keys.AUTH].settings.storage.data_dir / signing_keys.KEY_FILE_NAME
     assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
     h, payload, signature = token.split(".")
     await expect_invalid(

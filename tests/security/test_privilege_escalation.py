@@ -46,7 +46,7 @@ async def _expired_admin(api: Api) -> str | None:
 
 
 async def _admin_forged_with_another_secret(api: Api) -> str | None:
-    kid = api.app[keys.ACCESS_TOKENS].ring.current.kid
+    kid = api.app[keys.AUTH].access_tokens.ring.current.kid
     claims = access_claims(api.app, roles=["user", "admin"])
     return jwt.encode(claims, "x" * 48, "HS256", headers={"kid": kid})
 
@@ -58,7 +58,7 @@ async def _user_token_tampered_to_admin(api: Api) -> str | None:
 
 
 async def _unsigned_admin(api: Api) -> str | None:
-    kid = api.app[keys.ACCESS_TOKENS].ring.current.kid
+    kid = api.app[keys.AUTH].access_tokens.ring.current.kid
     return compose({"alg": "none", "kid": kid}, access_claims(api.app, roles=["admin"]))
 
 
@@ -179,7 +179,7 @@ async def test_extra_signup_fields_are_ignored(api: Api) -> None:
     assert me["createdAt"] >= time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(before))
     response = await api.get("/api/test/admin", signed_in["accessToken"])
     await expect_error(response, 403, REQUIRED_ADMIN, "forbidden")
-    admin = await api.app[keys.STORAGE].get_user("admin-id")
+    admin = await api.app[keys.AUTH].storage.get_user("admin-id")
     assert admin is not None and admin.username == "root-admin"
 
 

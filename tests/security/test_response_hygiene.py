@@ -14,7 +14,7 @@ import pytest
 from aiohttp import ClientResponse
 
 from server import keys
-from server.app import SUCCESSOR_SECRET
+from server.auth import SUCCESSOR_SECRET
 from tests.conftest import (
     PASSWORD,
     TEST_SECRET,
@@ -76,14 +76,14 @@ class Secrets:
 
     async def remember_hashes(self) -> None:
         """Note the stored password hashes now: users change passwords and are deleted."""
-        storage = self.api.app[keys.STORAGE]
+        storage = self.api.app[keys.AUTH].storage
         for name in ("alice", "root-admin"):
             if (user := await storage.find_user(username=name)) is not None:
                 self.password_hashes.add(user.password_hash)
 
     async def all(self, refresh_tokens: list[str]) -> list[str]:
         await self.remember_hashes()
-        storage = self.api.app[keys.STORAGE]
+        storage = self.api.app[keys.AUTH].storage
         successor_key = await storage.get_or_create_secret(SUCCESSOR_SECRET, b"unused")
         assert successor_key != b"unused"
         passwords = [PASSWORD, NEW_PASSWORD, WRONG_PASSWORD, WEAK_PASSWORD]
@@ -222,7 +222,7 @@ async def test_an_unexpected_error_is_a_bare_500(
 ) -> None:
     """The stack goes to the log, never to the client."""
     await api.signup("alice")
-    storage = api.app[keys.STORAGE]
+    storage = api.app[keys.AUTH].storage
     user = await storage.find_user(username="alice")
 
     async def broken(**_: Any) -> None:

@@ -49,12 +49,13 @@ from .routes import AUTH_PREFIX, CORE, USERS_PREFIX, Route, RouteSet
 from .service import AuthService
 from .settings import Settings, load_settings, settings_from_mapping
 from .tokens import AccessClaims, AccessTokens, RefreshTokens
+from .websocket import SessionSocket, open_session_socket
 
 SUCCESSOR_SECRET = "refresh-successor-key"
 # What a host app gets by default: the auth routes, the user routes, the JWKS and the
 # OpenAPI document. The standalone server adds the seeds' demo content.
 EMBEDDED_GROUPS = frozenset({"auth", "users", "meta"})
-STANDALONE_GROUPS = EMBEDDED_GROUPS | {"content"}
+STANDALONE_GROUPS = EMBEDDED_GROUPS | {"content", "ws"}
 SettingsSource = Settings | Mapping[str, Any] | str | PathLike[str] | None
 H = TypeVar("H")
 logger = logging.getLogger("auth.server")
@@ -155,7 +156,7 @@ class Auth:
                 continue
             mounted = app.router.add_route(route.method, path, route.handler)
             self._marks[mounted] = RouteMark(
-                route.role, route_set.render, route_set.read_token
+                route.role, route_set.render, route.read_token or route_set.read_token
             )
             self.routes.append(replace(route, path=path))
 
@@ -179,6 +180,14 @@ class Auth:
             return self.service.claims_or_none(read_access_token(request))
         except ConflictingTokens:
             return None
+
+    async def websocket(self, request: web.Request) -> SessionSocket:
+        """Upgrade `request` to a WebSocket bound to its session: authenticated (headers
+        or `?access_token=`) unless a guard already did, closed with 4401 when the
+        session is revoked or its access token expires without a `reauth` frame. A
+        refused token raises an HTTP error with the contract's body, before any upgrade."""
+        poll = self.settings.tokens.revocation_poll
+        return await open_session_socket(request, self.service, poll)
 
     # lifecycle
 

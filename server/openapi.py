@@ -70,10 +70,9 @@ def _implied_errors(route: Route) -> dict[str, dict[str, Any]]:
 def _operation(route: Route) -> dict[str, Any]:
     responses = _implied_errors(route)
     for answer in route.answers:
-        responses[str(answer.status)] = {
-            "description": answer.description,
-            "content": _content(answer),
-        }
+        responses[str(answer.status)] = {"description": answer.description}
+        if not answer.empty:
+            responses[str(answer.status)]["content"] = _content(answer)
     operation: dict[str, Any] = {
         "summary": route.summary,
         "operationId": _operation_id(route),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from . import schemas
+from . import schemas, websocket
 from .errors import Handler
 from .guards import Role
 from .handlers import auth, content, meta, users
@@ -31,6 +31,7 @@ class Answer:
     description: str
     model: type[BaseModel] | None = None
     text: bool = False
+    empty: bool = False  # no body at all
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Route:
     rate_limited: bool = False
     tag: str = "auth"
     group: str = "auth"
+    read_token: TokenReader | None = None  # instead of the route set's
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,20 @@ ROUTES: tuple[Route, ...] = (
         role=Role.ADMIN,
         tag="users",
         group="users",
+    ),
+    Route(
+        "GET",
+        "/api/ws",
+        websocket.echo,
+        "A WebSocket echo that is closed (4401) when its session ends",
+        (
+            Answer(101, "Switching to the WebSocket protocol", empty=True),
+            Answer(400, "Not a WebSocket upgrade request", schemas.ErrorBody),
+        ),
+        role=Role.USER,
+        tag="websocket",
+        group="ws",
+        read_token=websocket.read_socket_token,
     ),
     Route(
         "GET",

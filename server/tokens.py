@@ -117,8 +117,6 @@ class AccessTokens:
             raise TokenInvalid
         try:
             payload = self._verified_payload(token)
-        except jwt.ExpiredSignatureError:
-            raise TokenExpired from None
         except (jwt.PyJWTError, ValueError, TypeError, KeyError):
             raise TokenInvalid from None
         return _claims(payload, self._clock(), self.settings)
@@ -135,17 +133,26 @@ class AccessTokens:
             algorithms=[settings.algorithm],
             issuer=settings.issuer,
             audience=settings.audience or None,
-            leeway=settings.expiry_leeway,
-            options={"require": REQUIRED_CLAIMS, "verify_aud": bool(settings.audience)},
+            options={
+                "require": REQUIRED_CLAIMS,
+                "verify_aud": bool(settings.audience),
+                # Times are checked by `_claims` and `verify` on the server's clock, the
+                # one that stamped them: pyjwt would read the wall clock.
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+            },
         )
 
 
 def _claims(
     payload: dict[str, Any], now: float, settings: TokenSettings
 ) -> AccessClaims:
-    """Check what pyjwt does not: the type, claim types, `iat` not in the future, and no
-    `aud` on a server that sets none."""
+    """Check what pyjwt is not asked to: the type, claim types, `iat` and `nbf` not in
+    the future (the leeway aside), and no `aud` on a server that sets none. `exp` is
+    checked by `verify`, on every use of a cached token too."""
     roles, exp, iat = payload["roles"], payload["exp"], payload["iat"]
+    nbf = payload.get("nbf", iat)
     strings = [payload["sub"], payload["sid"], payload["jti"]]
     valid = (
         payload["typ"] == ACCESS_TYPE
@@ -155,6 +162,8 @@ def _claims(
         and isinstance(exp, int)
         and isinstance(iat, int)
         and iat <= now + settings.leeway
+        and _is_number(nbf)
+        and nbf <= now + settings.leeway
         and (bool(settings.audience) or "aud" not in payload)
     )
     if not valid:
@@ -162,6 +171,10 @@ def _claims(
     return AccessClaims(
         payload["sub"], tuple(roles), payload["sid"], payload["jti"], exp
     )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class RefreshTokens:

@@ -11,8 +11,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from server import keywatch
-from server import signing_keys
+from server import keywatch, signing_keys
 from server.signing_keys import KeyRotationError, load_key_ring, rotate
 from tests.conftest import MakeApi, make_settings
 

@@ -67,10 +67,10 @@ class Auth:
     def __init__(
         self, settings: SettingsSource = None, *, storage: Storage | None = None
     ) -> None:
-        """`settings`: a Settings, a mapping shaped like settings.toml (environment
-        overrides still apply), a settings file's path, or None for settings.toml and
-        the environment. `storage`: one the host already has (opened and closed with
-        the app like any other)."""
+        """`settings`: a Settings, a mapping shaped like settings.toml, a settings file's
+        path, or None for the defaults; AUTH_* environment variables override all but a
+        Settings. `storage`: one the host already has (opened and closed with the app
+        like any other)."""
         self.settings = _as_settings(settings)
         self.storage = storage or create_storage(self.settings)
         self.passwords = PasswordHasher(self.settings.passwords)
@@ -241,6 +241,8 @@ class Auth:
 def _as_settings(source: SettingsSource) -> Settings:
     if isinstance(source, Settings):
         return source
+    if source is None:
+        return settings_from_mapping({})
     if isinstance(source, Mapping):
         return settings_from_mapping(source)
     return load_settings(source)

@@ -1,0 +1,1 @@
+"""A small host app that embeds the auth server: see app.py."""

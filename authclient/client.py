@@ -49,6 +49,9 @@ class AuthClient:
         self._tokens: Tokens | None = None
         self._epoch = 0
         self._refreshing: asyncio.Task[str] | None = None
+        # The epoch a refused refresh ended, and the refusal: calls of that sign-in whose
+        # 401 arrives later fail with the same error as the ones that waited for it.
+        self._refused_epoch: tuple[int, SessionExpired] | None = None
 
     async def __aenter__(self) -> Self:
         return self
@@ -191,7 +194,8 @@ class AuthClient:
         replaced `used`, else the result of the one refresh in flight."""
         if epoch != self._epoch:
             # Signed out, signed in again, or a refresh failed while this call ran.
-            error = _error(answer)
+            ended = self._refused_epoch
+            error = ended[1] if ended and ended[0] == epoch else _error(answer)
             raise SessionExpired(error.status, error.code, error.message)
         assert self._tokens is not None  # same epoch as a call made with a token
         if self._tokens.access != used:
@@ -231,9 +235,11 @@ class AuthClient:
         error = _error(response)
         if response.status != 403:
             raise error
+        expired = SessionExpired(error.status, error.code, error.message)
         if epoch == self._epoch:
             self._start_epoch(None)
-        raise SessionExpired(error.status, error.code, error.message)
+            self._refused_epoch = (epoch, expired)
+        raise expired
 
     def _start_epoch(self, tokens: Tokens | None) -> None:
         """A sign-in or a sign-out: calls and refreshes of the previous one are detached

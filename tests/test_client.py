@@ -236,6 +236,8 @@ async def test_a_call_still_refused_after_the_refresh_raises(
     async def always_401(exchange: Exchange) -> web.Response | None:
         if exchange.path != "/always-401":
             return None
+        if len(proxy.to("GET", "/always-401")) > 2:
+            return web.json_response({"third": "time"})  # a looping client stops here
         return web.json_response(
             {"message": "Unauthorized!", "code": "token_invalid"}, status=401
         )
@@ -267,11 +269,23 @@ async def test_a_refused_refresh_fails_every_waiting_call_and_forgets_the_tokens
     assert (
         await raw_post(server, "/api/auth/signout", {"refreshToken": tokens.refresh})
     )[0] == 200
-    proxy.hook = lined_up(5, "/api/test/user", tokens.access)
+    batch = lined_up(5, "/api/test/user", tokens.access)
+    arrived, release = asyncio.Event(), asyncio.Event()
 
+    async def hook(exchange: Exchange) -> None:
+        if exchange.path == "/api/users/me":  # answered only after the refusal
+            arrived.set()
+            await asyncio.wait_for(release.wait(), timeout=10)
+        await batch(exchange)
+
+    proxy.hook = hook
+    late = asyncio.create_task(client.get("/api/users/me"))
+    await asyncio.wait_for(arrived.wait(), timeout=10)
     outcomes = await asyncio.gather(
         *(client.get("/api/test/user") for _ in range(5)), return_exceptions=True
     )
+    release.set()
+    outcomes += await asyncio.gather(late, return_exceptions=True)
 
     assert all(type(o) is SessionExpired for o in outcomes), outcomes
     assert {(o.status, o.code, o.message) for o in outcomes} == {
@@ -285,6 +299,8 @@ async def test_a_refused_refresh_fails_every_waiting_call_and_forgets_the_tokens
     assert [c.answer_json()["code"] for c in proxy.to("GET", "/api/test/user")] == [
         "token_revoked"
     ] * 5
+    [me] = proxy.to("GET", "/api/users/me")
+    assert (me.bearer, me.answer_json()["code"]) == (tokens.access, "token_revoked")
     assert not client.signed_in and client.tokens is None
     with pytest.raises(NotSignedIn):
         await client.refresh()

@@ -135,18 +135,25 @@ async def test_signin_by_email_and_refused_credentials(
     with pytest.raises(ApiError) as taken:
         await client.signup("Dave", "other@example.com", PASSWORD)
     assert (taken.value.status, taken.value.code) == (409, "username_taken")
+    with pytest.raises(ValueError, match="exactly one of username and email"):
+        await client.signin(
+            username="dave", email="dave@example.com", password=PASSWORD
+        )
+    user = await client.signin(email="dave@example.com", password=PASSWORD)
+    assert user.username == "dave"
+    tokens = client.tokens
+
     with pytest.raises(ApiError) as refused:
         await client.signin(username="dave", password="wrong password!")
+
     assert (refused.value.status, refused.value.code, refused.value.message) == (
         401,
         "invalid_credentials",
         "Invalid username or password.",
     )
-    assert not client.signed_in
     assert proxy.refreshes() == []  # a 401 at sign-in is no cue to refresh
-
-    user = await client.signin(email="dave@example.com", password=PASSWORD)
-    assert user.username == "dave"
+    assert proxy.to("POST", "/api/auth/signin")[-1].bearer is None
+    assert client.tokens == tokens  # the failed sign-in left the current one alone
     assert (await client.get("/api/test/user")).text() == "User Content."
 
 

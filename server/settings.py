@@ -132,7 +132,11 @@ class Settings:
 def load_settings(
     path: str | Path | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
-    """Read a settings file (settings.toml by default), then apply AUTH_* overrides."""
+    """Read a settings file (settings.toml by default), then apply AUTH_* overrides.
+    Without a path and without the repository's settings.toml (an installed package),
+    the defaults and the overrides."""
+    if path is None and not DEFAULT_CONFIG.exists():
+        return settings_from_mapping({}, environ)
     config = Path(path) if path else DEFAULT_CONFIG
     try:
         raw = tomllib.loads(config.read_text(encoding="utf-8"))

@@ -1,0 +1,106 @@
+"""Reading JSON request bodies defensively: media type, charset, UTF-8, size (by aiohttp's
+client_max_size), duplicate keys, NaN, nesting, then the model. Every failure is a 4xx."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from . import keys
+from .errors import (
+    ApiError,
+    payload_too_large,
+    unsupported_media_type,
+    validation_error,
+)
+from .schemas import FIELD_RULES
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+JSON_TYPES = ("application/json",)
+UTF8 = ("utf-8", "utf8")
+
+
+async def read_body(request: web.Request, model: type[ModelT]) -> ModelT:
+    """The body as `model`. An empty body reads as `{}` (the seeds' clients post none to
+    some routes); anything else must be a UTF-8 JSON object sent as application/json,
+    which also keeps cross-site HTML forms from posting here."""
+    raw = await _read_limited(
+        request, request.app[keys.AUTH].settings.server.max_body_bytes
+    )
+    data: Any = {} if not raw.strip() else _parse(request, raw)
+    if not isinstance(data, dict):
+        raise validation_error("Request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _first_error(exc) from None
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+    """The body, at most `limit` bytes (413 beyond), whatever the host app's own
+    client_max_size: embedded, the auth routes keep the server's limit."""
+    if request.content_length is not None and request.content_length > limit:
+        raise payload_too_large(limit)
+    if request.content_length is not None:
+        return await request.read()
+    chunks, size = [], 0
+    while chunk := await request.content.read(limit + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise payload_too_large(limit)
+    return b"".join(chunks)
+
+
+def _parse(request: web.Request, raw: bytes) -> Any:
+    if request.content_type not in JSON_TYPES:
+        raise unsupported_media_type()
+    if request.charset and request.charset.lower() not in UTF8:
+        raise validation_error("Request body must be UTF-8 encoded JSON")
+    try:
+        text = raw.decode("utf-8")
+        return json.loads(
+            text, object_pairs_hook=_unique_keys, parse_constant=_no_constants
+        )
+    except UnicodeDecodeError:
+        raise validation_error("Request body is not valid UTF-8") from None
+    except ApiError:
+        raise
+    except (ValueError, RecursionError):
+        raise validation_error("Request body is not valid JSON") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Refuse duplicate keys: parsers disagree on which copy wins, which is how
+    privilege checks get bypassed."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise validation_error(f"Duplicate key '{key}' in request body")
+        result[key] = value
+    return result
+
+
+def _no_constants(name: str) -> Any:
+    raise validation_error(f"{name} is not allowed in JSON")
+
+
+def _first_error(exc: ValidationError) -> ApiError:
+    return validation_error(first_error_message(exc))
+
+
+def first_error_message(exc: ValidationError) -> str:
+    """A message naming the field, without echoing the submitted value."""
+    error = exc.errors(include_url=False)[0]
+    location = [str(part) for part in error["loc"]]
+    field = location[0] if location else ""
+    if error["type"] == "missing":
+        return f"{field} is required"
+    if error["type"] == "string_too_long" and len(location) == 1:
+        return f"{field} must be at most {error['ctx']['max_length']} characters"
+    if field in FIELD_RULES:
+        return FIELD_RULES[field]
+    return str(error["msg"]).removeprefix("Value error, ")

@@ -1,0 +1,195 @@
+"""`python run.py [serve|create-user|purge|rotate-key|delete-user]`, with `--config FILE`
+and `--workers N` before or after the command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import sys
+import uuid
+from collections.abc import AsyncIterator, Sequence
+
+from pydantic import ValidationError
+
+from storage import (
+    EmailTaken,
+    Storage,
+    StorageError,
+    User,
+    UsernameTaken,
+    create_storage,
+)
+
+from . import clock, signing_keys
+from .bodies import first_error_message
+from .events import log_event
+from .passwords import PasswordHasher, WeakPassword, check_length
+from .purge import purge_once
+from .schemas import SignupBody
+from .serve import configure_logging, serve
+from .settings import Settings, SettingsError, load_settings
+
+ROLES = ("user", "moderator", "admin")
+# Between purge batches: running servers' writers poll for the SQLite lock and need a gap.
+CLI_PURGE_PAUSE = 0.02
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help="settings file")
+    common.add_argument(
+        "--workers",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="processes sharing the port (server.workers)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="run.py", parents=[common], description="JWT auth server"
+    )
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", parents=[common], help="serve HTTP (the default)")
+    create = commands.add_parser("create-user", parents=[common], help="create a user")
+    create.add_argument("--username", required=True)
+    create.add_argument("--email", required=True)
+    create.add_argument(
+        "--role",
+        action="append",
+        choices=ROLES,
+        default=[],
+        help="a role beyond user (repeatable)",
+    )
+    create.add_argument(
+        "--password-stdin",
+        action="store_true",
+        required=True,
+        help="read the password as one line from standard input",
+    )
+    commands.add_parser(
+        "purge", parents=[common], help="delete expired refresh tokens once"
+    )
+    commands.add_parser(
+        "rotate-key", parents=[common], help="make a new signing key current"
+    )
+    delete = commands.add_parser(
+        "delete-user", parents=[common], help="delete a user and revoke its sessions"
+    )
+    delete.add_argument("--username", required=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(getattr(args, "config", None))
+        if getattr(args, "workers", None) is not None:
+            settings = dataclasses.replace(
+                settings,
+                server=dataclasses.replace(settings.server, workers=args.workers),
+            )
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    command = args.command or "serve"
+    try:
+        if command == "serve":
+            serve(settings)
+            return 0
+        if command == "rotate-key":
+            return _rotate_key(settings)
+        runners = {
+            "create-user": _create_user,
+            "purge": _purge,
+            "delete-user": _delete_user,
+        }
+        return asyncio.run(runners[command](settings, args))
+    except (SettingsError, StorageError, signing_keys.KeyRotationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+@contextlib.asynccontextmanager
+async def _opened_storage(settings: Settings) -> AsyncIterator[Storage]:
+    storage = create_storage(settings)
+    await storage.open()
+    try:
+        yield storage
+    finally:
+        await storage.close()
+
+
+async def _create_user(settings: Settings, args: argparse.Namespace) -> int:
+    password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    try:
+        body = SignupBody.model_validate(
+            {"username": args.username, "email": args.email, "password": password}
+        )
+        check_length(password, settings.passwords)
+    except ValidationError as exc:
+        print(f"error: {first_error_message(exc)}", file=sys.stderr)
+        return 1
+    except WeakPassword as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    hasher = PasswordHasher(settings.passwords)
+    try:
+        password_hash = await hasher.hash_new(
+            password, [body.username, body.email], "password"
+        )
+    except WeakPassword as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        hasher.close()
+    roles = tuple(r for r in ROLES if r == "user" or r in args.role)
+    user = User(
+        uuid.uuid4().hex,
+        body.username,
+        body.email,
+        password_hash,
+        roles,
+        clock.epoch(),
+    )
+    try:
+        async with _opened_storage(settings) as storage:
+            await storage.create_user(user)
+    except UsernameTaken:
+        print("error: Failed! Username is already in use!", file=sys.stderr)
+        return 1
+    except EmailTaken:
+        print("error: Failed! Email is already in use!", file=sys.stderr)
+        return 1
+    print(f"Created user {user.username} ({user.id}) with roles {', '.join(roles)}.")
+    return 0
+
+
+async def _purge(settings: Settings, args: argparse.Namespace) -> int:
+    async with _opened_storage(settings) as storage:
+        result = await purge_once(
+            storage, settings.purge.batch_size, pause=CLI_PURGE_PAUSE
+        )
+    print(f"Purged {result.tokens} expired refresh tokens.")
+    return 0
+
+
+async def _delete_user(settings: Settings, args: argparse.Namespace) -> int:
+    async with _opened_storage(settings) as storage:
+        user = await storage.find_user(username=args.username)
+        revoked = await storage.delete_user(user.id, clock.epoch()) if user else None
+    if revoked is None:
+        print(f"error: no user named {args.username}", file=sys.stderr)
+        return 1
+    print(f"Deleted user {args.username}; revoked {len(revoked)} sessions.")
+    return 0
+
+
+def _rotate_key(settings: Settings) -> int:
+    ring = signing_keys.rotate(settings)
+    log_event("key_rotated", level=logging.WARNING, kid=ring.current.kid)
+    print(
+        f"Signing key {ring.current.kid} is now current; {len(ring.verifying)} keys verify tokens."
+    )
+    return 0

@@ -1,0 +1,1 @@
+"""Request handlers: parse, call storage, shape the response."""

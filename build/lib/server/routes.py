@@ -1,0 +1,228 @@
+"""The route tables: every route with the role it needs, its body and its answers. `Auth`
+mounts routes from them and the OpenAPI document is generated from what it mounted.
+
+`ROUTES` is the core contract (the bezkoder seeds). A `RouteSet` is one API over the same
+service (the core, or a seed dialect): its routes, how it reads the access token and how
+it renders errors. Each route belongs to a group that a host app mounts or leaves out
+(`Auth.setup(..., groups=...)`); the `auth` and `users` groups move with the prefixes a host
+chooses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from . import schemas, websocket
+from .errors import Handler
+from .guards import Role
+from .handlers import auth, content, meta, users
+from .middleware import ErrorRenderer, TokenReader, read_access_token, render_error
+
+AUTH_PREFIX = "/api/auth"
+USERS_PREFIX = "/api/users"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One documented response: a JSON model, plain text (model None), or any object."""
+
+    status: int
+    description: str
+    model: type[BaseModel] | None = None
+    text: bool = False
+    empty: bool = False  # no body at all
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    answers: tuple[Answer, ...]
+    role: Role | None = None
+    body: type[BaseModel] | None = None
+    rate_limited: bool = False
+    tag: str = "auth"
+    group: str = "auth"
+    read_token: TokenReader | None = None  # instead of the route set's
+
+
+@dataclass(frozen=True)
+class RouteSet:
+    """One API over the service: its routes, how it reads the access token of guarded
+    routes, and how it renders errors."""
+
+    name: str
+    routes: tuple[Route, ...]
+    render: ErrorRenderer = render_error
+    read_token: TokenReader = read_access_token
+
+
+def _text(content: str) -> tuple[Answer, ...]:
+    return (Answer(200, content, text=True),)
+
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "GET",
+        "/api/test/all",
+        content.public_board,
+        "Public content",
+        _text("Public Content."),
+        tag="content",
+        group="content",
+    ),
+    Route(
+        "GET",
+        "/api/test/user",
+        content.user_board,
+        "Content for any signed-in user",
+        _text("User Content."),
+        role=Role.USER,
+        tag="content",
+        group="content",
+    ),
+    Route(
+        "GET",
+        "/api/test/mod",
+        content.moderator_board,
+        "Content for moderators",
+        _text("Moderator Content."),
+        role=Role.MODERATOR,
+        tag="content",
+        group="content",
+    ),
+    Route(
+        "GET",
+        "/api/test/admin",
+        content.admin_board,
+        "Content for admins",
+        _text("Admin Content."),
+        role=Role.ADMIN,
+        tag="content",
+        group="content",
+    ),
+    Route(
+        "POST",
+        "/api/auth/signup",
+        auth.signup,
+        "Register a user (an admin's token grants roles)",
+        (
+            Answer(201, "Registered", schemas.SignupResult),
+            Answer(403, "Roles beyond user without an admin token", schemas.ErrorBody),
+            Answer(409, "Username or email already in use", schemas.ErrorBody),
+        ),
+        body=schemas.SignupBody,
+        rate_limited=True,
+    ),
+    Route(
+        "POST",
+        "/api/auth/signin",
+        auth.signin,
+        "Sign in: a new session and its tokens",
+        (
+            Answer(200, "Signed in", schemas.SigninResult),
+            Answer(401, "Invalid username or password", schemas.ErrorBody),
+        ),
+        body=schemas.SigninBody,
+        rate_limited=True,
+    ),
+    Route(
+        "POST",
+        "/api/auth/refreshtoken",
+        auth.refresh,
+        "New access token (and, with rotation, the next refresh token)",
+        (
+            Answer(200, "Refreshed", schemas.TokenPair),
+            Answer(
+                403,
+                "Refresh token missing, unknown, expired, reused or revoked",
+                schemas.ErrorBody,
+            ),
+        ),
+        body=schemas.RefreshBody,
+        rate_limited=True,
+    ),
+    Route(
+        "POST",
+        "/api/auth/signout",
+        auth.signout,
+        "Revoke the refresh token's session",
+        (
+            Answer(
+                200, "Signed out (also when already signed out)", schemas.MessageBody
+            ),
+            Answer(403, "Refresh token missing", schemas.ErrorBody),
+        ),
+        body=schemas.RefreshBody,
+    ),
+    Route(
+        "POST",
+        "/api/auth/password",
+        auth.change_password,
+        "Change the password; every other session is revoked",
+        (Answer(200, "Password changed", schemas.MessageBody),),
+        role=Role.USER,
+        body=schemas.PasswordChangeBody,
+        rate_limited=True,
+    ),
+    Route(
+        "GET",
+        "/api/users/me",
+        users.me,
+        "The signed-in user",
+        (Answer(200, "The user", schemas.Profile),),
+        role=Role.USER,
+        tag="users",
+        group="users",
+    ),
+    Route(
+        "DELETE",
+        "/api/users/{user_id}",
+        users.delete_user,
+        "Delete a user and revoke its sessions (admin)",
+        (
+            Answer(200, "Deleted", schemas.MessageBody),
+            Answer(404, "No such user", schemas.ErrorBody),
+        ),
+        role=Role.ADMIN,
+        tag="users",
+        group="users",
+    ),
+    Route(
+        "GET",
+        "/api/ws",
+        websocket.echo,
+        "A WebSocket echo that is closed (4401) when its session ends",
+        (
+            Answer(101, "Switching to the WebSocket protocol", empty=True),
+            Answer(400, "Not a WebSocket upgrade request", schemas.ErrorBody),
+        ),
+        role=Role.USER,
+        tag="websocket",
+        group="ws",
+        read_token=websocket.read_socket_token,
+    ),
+    Route(
+        "GET",
+        "/.well-known/jwks.json",
+        meta.jwks,
+        "Public keys that verify access tokens",
+        (Answer(200, "JSON Web Key Set", schemas.Jwks),),
+        tag="meta",
+        group="meta",
+    ),
+    Route(
+        "GET",
+        "/api/openapi.json",
+        meta.openapi,
+        "This document",
+        (Answer(200, "OpenAPI 3.1 document"),),
+        tag="meta",
+        group="meta",
+    ),
+)
+
+CORE = RouteSet("bezkoder", ROUTES)

@@ -1,0 +1,130 @@
+"""Request bodies, declared once: the server validates with these models and the
+OpenAPI document is generated from them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,32}$"
+MAX_PASSWORD_FIELD = 1024  # far above passwords.max_length: the rule itself says why
+MAX_TOKEN_FIELD = 512
+ROLE_NAMES = ("user", "moderator", "admin")
+
+
+def _valid_email(value: str) -> str:
+    try:
+        validate_email(value, check_deliverability=False, test_environment=True)
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+Email = Annotated[
+    str,
+    Field(max_length=254, json_schema_extra={"format": "email"}),
+    AfterValidator(_valid_email),
+]
+# Documented as an enum; validated by the handler, which answers `unknown_role`.
+RoleName = Annotated[
+    str, Field(max_length=64, json_schema_extra={"enum": list(ROLE_NAMES)})
+]
+Password = Annotated[str, Field(max_length=MAX_PASSWORD_FIELD)]
+
+
+class _Body(BaseModel):
+    """Strict types (no "1" for 1), unknown fields ignored as the seeds' clients expect."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class SignupBody(_Body):
+    username: Annotated[str, Field(pattern=USERNAME_PATTERN)]
+    email: Email
+    password: Password
+    roles: Annotated[list[RoleName], Field(max_length=16)] | None = None
+
+
+class SigninBody(_Body):
+    """Either `username` (the seeds) or `email`, with the password."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [{"required": ["username"]}, {"required": ["email"]}]
+        }
+    )
+
+    username: Annotated[str, Field(min_length=1, max_length=254)] | None = None
+    email: Annotated[str, Field(min_length=1, max_length=254)] | None = None
+    password: Password
+
+    @model_validator(mode="after")
+    def _one_login(self) -> SigninBody:
+        if self.username is None and self.email is None:
+            raise ValueError("username or email is required")
+        return self
+
+
+class RefreshBody(_Body):
+    refreshToken: Annotated[str, Field(max_length=MAX_TOKEN_FIELD)] | None = None
+
+
+class PasswordChangeBody(_Body):
+    currentPassword: Password
+    newPassword: Password
+
+
+FIELD_RULES = {
+    "username": "username must be 3 to 32 characters: letters, digits, '_', '.' or '-'",
+    "email": "email must be a valid email address",
+    "password": "password must be a string",
+    "roles": "roles must be a list of role names",
+    "refreshToken": "refreshToken must be a string",
+    "currentPassword": "currentPassword must be a string",
+    "newPassword": "newPassword must be a string",
+}
+
+
+# Responses: declared for the OpenAPI document.
+
+
+class ErrorBody(BaseModel):
+    message: str
+    code: str
+
+
+class MessageBody(BaseModel):
+    message: str
+
+
+class SignupResult(BaseModel):
+    message: str
+    id: str
+
+
+class TokenPair(BaseModel):
+    accessToken: str
+    refreshToken: str
+    tokenType: Literal["Bearer"]
+    expiresIn: int
+
+
+class SigninResult(TokenPair):
+    id: str
+    username: str
+    email: str
+    roles: list[Literal["ROLE_USER", "ROLE_MODERATOR", "ROLE_ADMIN"]]
+
+
+class Profile(BaseModel):
+    id: str
+    username: str
+    email: str
+    roles: list[Literal["ROLE_USER", "ROLE_MODERATOR", "ROLE_ADMIN"]]
+    createdAt: str
+
+
+class Jwks(BaseModel):
+    keys: list[dict[str, Any]]

@@ -1,0 +1,442 @@
+"""The auth service: sign-up, sign-in, refresh, sign-out, password change and the access
+check, with no HTTP in it.
+
+Every route set is a thin view over these methods: the core contract, the seed dialects,
+cookie mode and a host app's own guarded routes. So rate limits, revocation, rotation and
+security events happen in exactly one place. Failures raise `ApiError` carrying the core
+contract's status, message and code; a view may render them in its own shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+
+from storage import (
+    EmailTaken,
+    NewSession,
+    RefreshOutcome,
+    RefreshRequest,
+    RefreshResult,
+    RevokeReason,
+    Storage,
+    User,
+    UsernameTaken,
+)
+
+from . import clock, errors
+from .caller import Caller
+from .events import log_event
+from .guards import Role
+from .passwords import HashingBusy, PasswordHasher, WeakPassword, check_length
+from .ratelimit import RateLimiter, account_key
+from .revocation import RevocationSet
+from .settings import Settings
+from .tokens import (
+    AccessClaims,
+    AccessTokens,
+    RefreshTokens,
+    TokenExpired,
+    TokenInvalid,
+)
+
+BUSY_RETRY_SECONDS = 1
+USERNAME_MAX = 32
+DERIVED_USERNAME_ATTEMPTS = 50
+_NOT_USERNAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """A new session and its first tokens."""
+
+    user: User
+    session_id: str
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    """A new access token; `refresh_token` is the successor when `rotated`, else the
+    token that was presented."""
+
+    user: User
+    session_id: str
+    access_token: str
+    refresh_token: str
+    rotated: bool
+    expires_in: int
+
+
+class AuthService:
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        access_tokens: AccessTokens,
+        refresh_tokens: RefreshTokens,
+        passwords: PasswordHasher,
+        limiter: RateLimiter,
+        revocations: RevocationSet,
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.access_tokens = access_tokens
+        self.refresh_tokens = refresh_tokens
+        self.passwords = passwords
+        self.limiter = limiter
+        self.revocations = revocations
+
+    # access tokens
+
+    def authenticate(self, token: str | None) -> AccessClaims:
+        """The claims of a live access token, or the contract's middleware error. No I/O:
+        verified tokens are cached and revocations are held in memory."""
+        if not token:
+            raise errors.token_missing()
+        try:
+            claims = self.access_tokens.verify(token)
+        except TokenExpired:
+            raise errors.token_expired() from None
+        except TokenInvalid:
+            raise errors.token_invalid() from None
+        if claims.session_id in self.revocations:
+            raise errors.token_revoked()
+        return claims
+
+    def claims_or_none(self, token: str | None) -> AccessClaims | None:
+        """For routes where a token is optional: a bad one only means "nobody"."""
+        if not token:
+            return None
+        try:
+            return self.authenticate(token)
+        except errors.ApiError:
+            return None
+
+    # users
+
+    async def signup(
+        self,
+        caller: Caller,
+        *,
+        username: str,
+        email: str,
+        password: str,
+        roles: list[str] | None = None,
+        granted_by: AccessClaims | None = None,
+    ) -> User:
+        """Register a user. Roles beyond `user` need an admin's claims in `granted_by`."""
+        self._check_new_password(password, "password")
+        wanted = requested_roles(roles)
+        if wanted != (Role.USER.value,) and not _is_admin(granted_by):
+            raise errors.forbidden(Role.ADMIN.denied_message)
+        await self.limiter.hit_signup(caller.ip)
+        if await self.storage.find_user(username=username):
+            raise errors.username_taken()  # before spending bcrypt; re-checked on insert
+        if await self.storage.find_user(email=email):
+            raise errors.email_taken()
+        password_hash = await self._hash_new_password(password, [username, email])
+        user = User(uuid.uuid4().hex, username, email, password_hash, wanted, _now())
+        try:
+            await self.storage.create_user(user)
+        except UsernameTaken:
+            raise errors.username_taken() from None
+        except EmailTaken:
+            raise errors.email_taken() from None
+        self._event("signup", caller, user_id=user.id, roles=list(wanted))
+        return user
+
+    async def register(
+        self, caller: Caller, *, display_name: str, email: str, password: str
+    ) -> User:
+        """Register a user the seed dialects' way: a free-text display name and an email;
+        the username is derived from the email (clients must not rely on it)."""
+        self._check_new_password(password, "password")
+        await self.limiter.hit_signup(caller.ip)
+        if await self.storage.find_user(email=email):
+            raise errors.email_taken()
+        password_hash = await self._hash_new_password(password, [display_name, email])
+        for username in await self._free_usernames(email):
+            user = User(
+                uuid.uuid4().hex,
+                username,
+                email,
+                password_hash,
+                (Role.USER.value,),
+                _now(),
+            )
+            try:
+                await self.storage.create_user(user)
+            except UsernameTaken:
+                continue  # taken since we looked: try the next candidate
+            except EmailTaken:
+                raise errors.email_taken() from None
+            self._event("signup", caller, user_id=user.id, roles=[Role.USER.value])
+            return user
+        raise errors.username_taken()
+
+    async def _free_usernames(self, email: str) -> list[str]:
+        """Candidates not taken when we looked: the email's local part, cleaned and
+        padded to 3 characters, then with 2, 3, ... appended."""
+        base = _NOT_USERNAME_CHARS.sub("", email.rpartition("@")[0])[:USERNAME_MAX]
+        base = base.ljust(3, "_")
+        candidates = []
+        for attempt in range(1, DERIVED_USERNAME_ATTEMPTS + 1):
+            suffix = "" if attempt == 1 else str(attempt)
+            name = base[: USERNAME_MAX - len(suffix)] + suffix
+            if await self.storage.find_user(username=name) is None:
+                candidates.append(name)
+                if len(candidates) == 3:
+                    break
+        return candidates
+
+    async def current_user(self, claims: AccessClaims) -> User:
+        """The signed-in user's record; a user deleted since the token was issued is
+        `token_revoked`."""
+        user = await self.storage.get_user(claims.user_id)
+        if user is None:
+            raise errors.token_revoked()
+        return user
+
+    async def delete_user(
+        self, caller: Caller, actor: AccessClaims, user_id: str
+    ) -> list[str]:
+        revoked = await self.storage.delete_user(user_id, _now())
+        if revoked is None:
+            raise errors.user_not_found()
+        self.remember_revoked(revoked)
+        self._event(
+            "user_deleted",
+            caller,
+            user_id=user_id,
+            by=actor.user_id,
+            revoked_sessions=len(revoked),
+        )
+        return revoked
+
+    # sessions
+
+    async def signin(
+        self,
+        caller: Caller,
+        *,
+        password: str,
+        username: str | None = None,
+        email: str | None = None,
+    ) -> SignedIn:
+        """A new session for the right password. An unknown login and a wrong password
+        get the same answer after the same work."""
+        if username is not None:
+            login, user = username, await self.storage.find_user(username=username)
+        else:
+            login, user = email or "", await self.storage.find_user(email=email)
+        account = account_key(user, login)
+        await self.limiter.check_signin(account, caller.ip)
+        matched = await self._password_matches(password, user)
+        if user is None or not matched:
+            await self.limiter.signin_failed(account, caller.ip)
+            self._event(
+                "signin_failed",
+                caller,
+                level=logging.WARNING,
+                user_id=user.id if user else None,
+            )
+            raise errors.invalid_credentials()
+        await self.limiter.signin_succeeded(account, caller.ip)
+        session_id, refresh_token = await self._start_session(user)
+        self._event("signin", caller, user_id=user.id, session_id=session_id)
+        return SignedIn(
+            user,
+            session_id,
+            self.access_tokens.issue(user, session_id),
+            refresh_token,
+            self.settings.tokens.access_ttl,
+        )
+
+    async def _start_session(self, user: User) -> tuple[str, str]:
+        refresh_token, started = self.refresh_tokens.mint(), _now()
+        session = NewSession(
+            id=uuid.uuid4().hex,
+            user_id=user.id,
+            token_hash=self.refresh_tokens.digest(refresh_token),
+            created_at=started,
+            expires_at=started + self.settings.tokens.refresh_ttl,
+        )
+        await self.storage.create_session(session)
+        return session.id, refresh_token
+
+    async def refresh(self, caller: Caller, presented: str | None) -> Refreshed:
+        """A new access token for a live refresh token, rotating it when configured."""
+        if not presented:
+            raise errors.refresh_missing()
+        await self.limiter.hit_refresh(caller.ip)
+        tokens = self.settings.tokens
+        successor = (
+            self.refresh_tokens.successor(presented) if tokens.rotate_refresh else None
+        )
+        started = _now()
+        result = await self.storage.use_refresh_token(
+            RefreshRequest(
+                token_hash=self.refresh_tokens.digest(presented),
+                successor_hash=(
+                    self.refresh_tokens.digest(successor) if successor else None
+                ),
+                now=started,
+                expires_at=started + tokens.refresh_ttl,
+                reuse_interval=tokens.reuse_interval,
+                strict=tokens.strict_rotation,
+            )
+        )
+        self._refuse_failed_refresh(caller, result)
+        assert result.user is not None and result.session_id is not None
+        return Refreshed(
+            result.user,
+            result.session_id,
+            self.access_tokens.issue(result.user, result.session_id),
+            successor or presented,
+            successor is not None,
+            tokens.access_ttl,
+        )
+
+    def _refuse_failed_refresh(self, caller: Caller, result: RefreshResult) -> None:
+        outcome = result.outcome
+        if outcome.succeeded:
+            return
+        if result.session_id is not None and outcome in (
+            RefreshOutcome.REUSED,
+            RefreshOutcome.REVOKED,
+        ):
+            self.remember_revoked([result.session_id])
+        if outcome is RefreshOutcome.REUSED:
+            self._event(
+                "refresh_reused",
+                caller,
+                level=logging.WARNING,
+                user_id=result.user.id if result.user else None,
+                session_id=result.session_id,
+            )
+        raise _REFRESH_ERRORS[outcome]()
+
+    async def signout(self, caller: Caller, presented: str | None) -> str | None:
+        """Revoke the session of a refresh token; idempotent. The session id, if any."""
+        if not presented:
+            raise errors.refresh_missing()
+        session_id = await self.storage.revoke_session(
+            self.refresh_tokens.digest(presented), RevokeReason.SIGNOUT, _now()
+        )
+        if session_id is not None:
+            self.remember_revoked([session_id])
+            self._event("signout", caller, session_id=session_id)
+        return session_id
+
+    async def change_password(
+        self, caller: Caller, claims: AccessClaims, current: str, new: str
+    ) -> None:
+        """Set a new password and revoke every other session of the user. A wrong
+        current password is limited like a failed sign-in."""
+        self._check_new_password(new, "newPassword")
+        user = await self.current_user(claims)
+        await self.limiter.check_signin(user.id, caller.ip)
+        if not await self._password_matches(current, user):
+            await self.limiter.signin_failed(user.id, caller.ip)
+            self._event(
+                "password_change_failed",
+                caller,
+                level=logging.WARNING,
+                user_id=user.id,
+                session_id=claims.session_id,
+            )
+            raise errors.wrong_current_password()
+        new_hash = await self._hash_new_password(
+            new, [user.username, user.email], "newPassword"
+        )
+        revoked = await self.storage.change_password(
+            user.id, new_hash, claims.session_id, _now()
+        )
+        self.remember_revoked(revoked)
+        self._event(
+            "password_changed",
+            caller,
+            user_id=user.id,
+            session_id=claims.session_id,
+            revoked_sessions=len(revoked),
+        )
+
+    def remember_revoked(self, session_ids: list[str]) -> None:
+        """Refuse this process's access tokens of these sessions at once; other processes
+        learn of them from storage within `tokens.revocation_poll`."""
+        until = _now() + self.settings.tokens.revocation_ttl
+        for session_id in session_ids:
+            self.revocations.add(session_id, until)
+
+    # passwords
+
+    def _check_new_password(self, password: str, field: str) -> None:
+        try:
+            check_length(password, self.settings.passwords, field)
+        except WeakPassword as exc:
+            raise errors.validation_error(str(exc)) from None
+
+    async def _hash_new_password(
+        self, password: str, user_inputs: list[str], field: str = "password"
+    ) -> str:
+        try:
+            return await self.passwords.hash_new(password, user_inputs, field)
+        except WeakPassword as exc:
+            raise errors.validation_error(str(exc)) from None
+        except HashingBusy:
+            raise errors.rate_limited(BUSY_RETRY_SECONDS) from None
+
+    async def _password_matches(self, password: str, user: User | None) -> bool:
+        """The same work for an unknown user (a dummy hash) as for a wrong password."""
+        try:
+            return await self.passwords.verify(
+                password, user.password_hash if user else None
+            )
+        except HashingBusy:
+            raise errors.rate_limited(BUSY_RETRY_SECONDS) from None
+
+    @staticmethod
+    def _event(
+        event: str, caller: Caller, *, level: int = logging.INFO, **fields: object
+    ) -> None:
+        log_event(
+            event,
+            level=level,
+            ip=caller.ip,
+            user_agent=caller.user_agent,
+            route=caller.route,
+            **fields,
+        )
+
+
+_REFRESH_ERRORS = {
+    RefreshOutcome.UNKNOWN: errors.refresh_unknown,
+    RefreshOutcome.EXPIRED: errors.refresh_expired,
+    RefreshOutcome.REVOKED: errors.refresh_revoked,
+    RefreshOutcome.REUSED: errors.refresh_reused,
+}
+
+
+def requested_roles(requested: list[str] | None) -> tuple[str, ...]:
+    """Every user has `user`; roles are kept in a fixed order. Unknown names are
+    `unknown_role` whoever asks."""
+    for name in requested or ():
+        if name not in Role._value2member_map_:
+            raise errors.unknown_role(name)
+    names = set(requested or ())
+    return tuple(
+        role.value for role in Role if role is Role.USER or role.value in names
+    )
+
+
+def _is_admin(claims: AccessClaims | None) -> bool:
+    return claims is not None and Role.ADMIN.value in claims.roles
+
+
+def _now() -> int:
+    return clock.epoch()

@@ -1,0 +1,201 @@
+"""Access tokens (JWTs) and refresh tokens (opaque random strings, stored by hash).
+
+Decoding is strict: the algorithm is pinned, every claim is required and checked, and no
+pyjwt exception leaves this module: callers see TokenExpired or TokenInvalid only.
+Verified tokens are cached (claims kept; expiry re-checked on every hit) because
+re-verifying a signature per request costs more than the rest of the request.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from storage import User
+
+from . import clock
+from .settings import TokenSettings
+from .signing_keys import KeyRing
+
+REQUIRED_CLAIMS = ["exp", "iat", "sub", "sid", "jti", "iss", "typ", "roles"]
+ACCESS_TYPE = "access"
+MAX_TOKEN_LENGTH = 4096
+
+
+class TokenError(Exception):
+    """Base class: the access token is not acceptable."""
+
+
+class TokenExpired(TokenError):
+    """The token was valid but its `exp` (plus leeway) has passed."""
+
+
+class TokenInvalid(TokenError):
+    """Malformed, forged, of another type, issuer, audience or key: anything but expired."""
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    user_id: str
+    roles: tuple[str, ...]
+    session_id: str
+    token_id: str
+    expires_at: int
+
+
+class AccessTokens:
+    """Issues and verifies access tokens with the current key ring."""
+
+    def __init__(
+        self,
+        settings: TokenSettings,
+        ring: KeyRing | None = None,
+        time_source: Callable[[], float] = clock.now,
+    ) -> None:
+        self.settings = settings
+        self._ring = ring
+        self._clock = time_source
+        self._cache: dict[str, AccessClaims] = {}
+        self._leeway = settings.expiry_leeway
+
+    @property
+    def ring(self) -> KeyRing:
+        """The keys in use; loaded when the server starts."""
+        assert self._ring is not None, "signing keys are not loaded yet"
+        return self._ring
+
+    @ring.setter
+    def ring(self, ring: KeyRing) -> None:
+        self._ring = ring
+
+    def issue(self, user: User, session_id: str) -> str:
+        now = int(self._clock())
+        claims: dict[str, Any] = {
+            "sub": user.id,
+            "roles": list(user.roles),
+            "sid": session_id,
+            "jti": uuid.uuid4().hex,
+            "iat": now,
+            "exp": now + self.settings.access_ttl,
+            "iss": self.settings.issuer,
+            "typ": ACCESS_TYPE,
+        }
+        if self.settings.audience:
+            claims["aud"] = self.settings.audience
+        key = self.ring.current
+        return jwt.encode(
+            claims, key.signer, algorithm=key.algorithm, headers={"kid": key.kid}
+        )
+
+    def verify(self, token: str) -> AccessClaims:
+        """The claims of a valid token; raises TokenExpired or TokenInvalid."""
+        now = self._clock()
+        claims = self._cache.get(token)
+        if claims is None:
+            claims = self._decode(token)
+            self._remember(token, claims)
+        if claims.expires_at + self._leeway <= now:
+            self._cache.pop(token, None)
+            raise TokenExpired
+        return claims
+
+    def _remember(self, token: str, claims: AccessClaims) -> None:
+        if len(self._cache) >= self.settings.verify_cache_size:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[token] = claims
+
+    def _decode(self, token: str) -> AccessClaims:
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise TokenInvalid
+        try:
+            payload = self._verified_payload(token)
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+            raise TokenInvalid from None
+        return _claims(payload, self._clock(), self.settings)
+
+    def _verified_payload(self, token: str) -> dict[str, Any]:
+        kid = jwt.get_unverified_header(token).get("kid")
+        key = self.ring.verifying.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise TokenInvalid
+        settings = self.settings
+        return jwt.decode(
+            token,
+            key.verifier,
+            algorithms=[settings.algorithm],
+            issuer=settings.issuer,
+            audience=settings.audience or None,
+            options={
+                "require": REQUIRED_CLAIMS,
+                "verify_aud": bool(settings.audience),
+                # Times are checked by `_claims` and `verify` on the server's clock, the
+                # one that stamped them: pyjwt would read the wall clock.
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+            },
+        )
+
+
+def _claims(
+    payload: dict[str, Any], now: float, settings: TokenSettings
+) -> AccessClaims:
+    """Check what pyjwt is not asked to: the type, claim types, `iat` and `nbf` not in
+    the future (the leeway aside), and no `aud` on a server that sets none. `exp` is
+    checked by `verify`, on every use of a cached token too."""
+    roles, exp, iat = payload["roles"], payload["exp"], payload["iat"]
+    nbf = payload.get("nbf", iat)
+    strings = [payload["sub"], payload["sid"], payload["jti"]]
+    valid = (
+        payload["typ"] == ACCESS_TYPE
+        and all(isinstance(value, str) and value for value in strings)
+        and isinstance(roles, list)
+        and all(isinstance(role, str) for role in roles)
+        and isinstance(exp, int)
+        and isinstance(iat, int)
+        and iat <= now + settings.leeway
+        and _is_number(nbf)
+        and nbf <= now + settings.leeway
+        and (bool(settings.audience) or "aud" not in payload)
+    )
+    if not valid:
+        raise TokenInvalid
+    return AccessClaims(
+        payload["sub"], tuple(roles), payload["sid"], payload["jti"], exp
+    )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class RefreshTokens:
+    """Mints refresh tokens and derives successors deterministically.
+
+    The successor is an HMAC of the presented token under a key shared through storage,
+    so every process derives the same one and only hashes need to be stored.
+    """
+
+    def __init__(self, successor_key: bytes | None = None) -> None:
+        self.key = successor_key  # shared through storage; set when the server starts
+
+    @staticmethod
+    def mint() -> str:
+        return secrets.token_urlsafe(32)
+
+    @staticmethod
+    def digest(token: str) -> bytes:
+        return hashlib.sha256(token.encode()).digest()
+
+    def successor(self, token: str) -> str:
+        assert self.key is not None, "the successor key is not loaded yet"
+        mac = hmac.new(self.key, token.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()

@@ -1,0 +1,172 @@
+"""WebSockets that end with their session.
+
+A WebSocket outlives the access token that opened it, so the token check at the upgrade is
+not enough: `SessionSocket` closes the socket with code 4401 when the session is revoked
+(sign-out, reuse, password change, ... on any instance: it waits on the in-memory revocation
+set that polling or a database push keeps current) or when the access token expires without
+the client having sent `{"type": "reauth", "accessToken": "<newer token>"}`.
+
+    @auth.requires()
+    async def live(request):
+        socket = await auth.websocket(request)
+        async for message in socket:          # text and binary frames; reauth is handled
+            await socket.send_json({"got": message.data})
+        return socket.response
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+
+from aiohttp import WSMsgType, web
+
+from . import clock, errors, keys
+from .errors import ApiError
+from .middleware import ConflictingTokens, read_access_token, render_error
+from .service import AuthService
+from .tokens import AccessClaims
+
+CLOSE_CODE = 4401
+QUERY_TOKEN = "access_token"
+HEARTBEAT_SECONDS = 30
+
+
+def read_socket_token(request: web.BaseRequest) -> str | None:
+    """Headers as usual, else `?access_token=`: browsers cannot set headers on a
+    WebSocket."""
+    token = read_access_token(request)
+    if token is None:
+        token = request.query.get(QUERY_TOKEN, "").strip() or None
+    return token
+
+
+class SessionSocket:
+    """An upgraded WebSocket bound to one session; iterate it for the client's frames."""
+
+    def __init__(self, service: AuthService, claims: AccessClaims, poll: float) -> None:
+        self.response = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS)
+        self.claims = claims
+        self._service = service
+        self._poll = poll
+        self._expires_at = claims.expires_at
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def prepare(self, request: web.Request) -> None:
+        await self.response.prepare(request)
+        self._watcher = asyncio.ensure_future(self._watch())
+
+    async def send_str(self, data: str) -> None:
+        await self.response.send_str(data)
+
+    async def send_json(self, data: object) -> None:
+        await self.response.send_str(json.dumps(data))
+
+    async def close(self, code: int = CLOSE_CODE, reason: str = "") -> None:
+        await self.response.close(code=code, message=reason.encode())
+
+    async def __aiter__(self) -> AsyncIterator[web.WSMessage]:
+        try:
+            async for message in self.response:
+                if message.type is WSMsgType.TEXT and await self._reauthed(message):
+                    continue
+                if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    yield message
+        finally:
+            await self._stop_watching()
+
+    async def _reauthed(self, message: web.WSMessage) -> bool:
+        """Handle a `reauth` frame (True), or leave the frame to the caller (False)."""
+        try:
+            frame = json.loads(message.data)
+        except ValueError:
+            return False
+        if not isinstance(frame, dict) or frame.get("type") != "reauth":
+            return False
+        token = frame.get("accessToken")
+        try:
+            claims = self._service.authenticate(
+                token if isinstance(token, str) else None
+            )
+        except ApiError:
+            await self.close(reason="invalid token")
+            return True
+        if claims.session_id != self.claims.session_id:
+            await self.close(reason="token of another session")
+            return True
+        self.claims = claims
+        self._expires_at = max(self._expires_at, claims.expires_at)
+        return True
+
+    async def _watch(self) -> None:
+        """Close at revocation (at once) or expiry (checked every poll interval, on the
+        server clock)."""
+        revocations = self._service.revocations
+        session_id = self.claims.session_id
+        revoked = revocations.revoked(session_id)
+        try:
+            while not self.response.closed:
+                if revoked.is_set():
+                    await self.close(reason="session revoked")
+                    return
+                left = self._expires_at - clock.now()
+                if left <= 0:
+                    await self.close(reason="token expired")
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(revoked.wait(), min(left, self._poll))
+        finally:
+            revocations.forget_waiter(session_id, revoked)
+
+    async def _stop_watching(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+
+
+async def open_session_socket(
+    request: web.Request, service: AuthService, poll: float
+) -> SessionSocket:
+    """Authenticate (unless a guard already did) and upgrade. A refused token raises an
+    HTTP error carrying the contract's JSON body, before any upgrade."""
+    claims = request.get(keys.CLAIMS)
+    if claims is None:
+        try:
+            claims = service.authenticate(read_socket_token(request))
+        except ConflictingTokens:
+            raise ContractHttpError(request, errors.token_invalid()) from None
+        except ApiError as error:
+            raise ContractHttpError(request, error) from None
+    socket = SessionSocket(service, claims, poll)
+    await socket.prepare(request)
+    return socket
+
+
+class ContractHttpError(web.HTTPException):
+    """An HTTP error whose status and body are the contract's."""
+
+    def __init__(self, request: web.Request, error: ApiError) -> None:
+        self.status_code = error.status
+        response = render_error(request, error)
+        super().__init__(
+            text=response.text, content_type="application/json", headers=error.headers
+        )
+
+
+async def echo(request: web.Request) -> web.WebSocketResponse:
+    """`GET /api/ws`: hello, then an echo of every text frame, until the session ends."""
+    auth = request.app[keys.AUTH]
+    socket = await open_session_socket(
+        request, auth.service, auth.settings.tokens.revocation_poll
+    )
+    claims = socket.claims
+    await socket.send_json(
+        {"type": "hello", "userId": claims.user_id, "sessionId": claims.session_id}
+    )
+    async for message in socket:
+        if message.type is WSMsgType.TEXT:
+            await socket.send_json({"type": "echo", "data": message.data})
+    return socket.response

@@ -89,7 +89,7 @@ def read_access_token(request: web.BaseRequest) -> str | None:
 
 def _render(request: web.Request, error: ApiError) -> web.Response:
     if error.code is errors.ErrorCode.RATE_LIMITED:
-        log_event("rate_limited", request, level=logging.WARNING, route=request.path)
+        log_event("rate_limited", request, level=logging.WARNING)
     return web.json_response(error.body(), status=error.status, headers=error.headers)
 
 

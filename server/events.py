@@ -119,9 +119,9 @@ class EventLog:
                 return
             self._emit(event, record, level, now)
 
-    def flush(self) -> None:
+    def flush(self, everything: bool = False) -> None:
         with self.lock:
-            self._flush(clock.now())
+            self._flush(clock.now(), everything)
 
     def _opens_window(
         self, event: str, record: dict[str, object], level: int, now: float
@@ -151,18 +151,18 @@ class EventLog:
                 self.dropped_since = now
             self.dropped[event] += int(record.get("suppressed") or 0) or 1
 
-    def _flush(self, now: float) -> None:
+    def _flush(self, now: float, everything: bool = False) -> None:
         """Report the windows that ended (they end in the order they began), then the
-        lines dropped for want of a token."""
+        lines dropped for want of a token. `everything`: as if all had ended."""
         while self.windows:
             key, window = next(iter(self.windows.items()))
-            if window.start <= now < window.start + SUMMARY_WINDOW:
+            if not everything and window.start <= now < window.start + SUMMARY_WINDOW:
                 break
             del self.windows[key]
             if window.suppressed:
                 self._emit(window.event, _summary(window), window.level, now)
         due = max(self.last_report, self.dropped_since) + REPORT_INTERVAL
-        if self.dropped and not self.dropped_since <= now < due:
+        if self.dropped and (everything or not self.dropped_since <= now < due):
             logger.warning(json.dumps(_dropped_line(self.dropped, self.dropped_since)))
             self.dropped.clear()
             self.last_report = now
@@ -221,17 +221,22 @@ def route_of(request: web.BaseRequest) -> str | None:
     return None if resource is None else resource.canonical
 
 
-def flush_events() -> None:
-    """Write the summaries and drop counts that have fallen due."""
-    _events.flush()
+def flush_events(everything: bool = False) -> None:
+    """Write the summaries and drop counts that have fallen due; with `everything`
+    (at shutdown), those of the windows still open too."""
+    _events.flush(everything)
 
 
 async def run_event_summaries(every: float = FLUSH_INTERVAL) -> None:
     """Flush due summaries every `every` seconds, for the life of the app: run it as a
-    background task in a cleanup context (cancel it at shutdown)."""
-    while True:
-        await asyncio.sleep(every)
-        flush_events()
+    background task in a cleanup context and cancel it at shutdown, which writes the
+    counts still open."""
+    try:
+        while True:
+            await asyncio.sleep(every)
+            flush_events()
+    finally:
+        flush_events(everything=True)
 
 
 def reset_events() -> None:

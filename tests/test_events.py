@@ -291,3 +291,20 @@ async def test_run_event_summaries_flushes_in_a_quiet_spell(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_stopping_the_summaries_writes_the_open_counts(
+    frozen: FrozenClock, lines: list[dict]
+) -> None:
+    for _ in range(4):
+        limited("192.0.2.201")
+    task = asyncio.ensure_future(run_event_summaries())
+    await asyncio.sleep(0)
+    frozen.advance(5)  # the window is still open
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [(x["ip"], x.get("suppressed"), x.get("since")) for x in lines] == [
+        ("192.0.2.201", None, None),
+        ("192.0.2.201", 3, int(T0)),
+    ]

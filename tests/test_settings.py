@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from server import cli
 from server.settings import (
     DEFAULT_CONFIG,
     Settings,
@@ -428,32 +429,54 @@ def test_an_unreadable_file_is_one_message(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("overrides", "args", "message"),
+    ("overrides", "message"),
     [
         (
             {"AUTH_TOKENS_SECRETT": "s" * 40},
-            [],
             "error: unknown setting AUTH_TOKENS_SECRETT (did you mean AUTH_TOKENS_SECRET?)",
         ),
+        (
+            {"AUTH_SERVER_TRUSTED_PROXIES": "10.0.0.0/8,gateway"},
+            f"error: server.trusted_proxies entry 'gateway' {NETWORK_RULE}",
+        ),
+    ],
+)
+def test_run_py_stops_with_one_line_and_exit_code_2(
+    tmp_path: Path, overrides: dict, message: str
+) -> None:
+    result = run_cli([], server_env(tmp_path, **overrides))
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", message + "\n")
+
+
+@pytest.mark.parametrize(
+    ("environ", "args", "message"),
+    [
         (
             {"AUTH_TOKENS_VERIFY_CACHE_SIZE": "0"},
             ["serve"],
             "error: tokens.verify_cache_size must be at least 1, not 0",
         ),
         (
-            {"AUTH_SERVER_TRUSTED_PROXIES": "10.0.0.0/8,gateway"},
-            [],
-            f"error: server.trusted_proxies entry 'gateway' {NETWORK_RULE}",
-        ),
-        (
             {},
             ["--workers", "0"],
             "error: server.workers must be between 1 and 256, not 0",
         ),
+        (
+            {"AUTH_SERVER_LOG_LEVEL": "LOUD"},
+            ["purge"],
+            "error: server.log_level must be one of DEBUG, INFO, WARNING, ERROR, "
+            "CRITICAL (any case), not 'LOUD'",
+        ),
     ],
 )
-def test_run_py_stops_with_one_line_and_exit_code_2(
-    tmp_path: Path, overrides: dict, args: list[str], message: str
+def test_every_command_stops_before_doing_anything(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    environ: dict,
+    args: list[str],
+    message: str,
 ) -> None:
-    result = run_cli(args, server_env(tmp_path, **overrides))
-    assert (result.returncode, result.stdout, result.stderr) == (2, "", message + "\n")
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(args) == 2
+    assert capsys.readouterr() == ("", message + "\n")

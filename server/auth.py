@@ -32,6 +32,7 @@ from storage import Storage, create_storage
 from . import clock, keys, signing_keys
 from .clientaddr import parse_networks
 from .cors import cors_middleware
+from .events import run_event_summaries
 from .guards import Role, requires
 from .keywatch import maintain_keys
 from .middleware import (
@@ -208,6 +209,7 @@ class Auth:
                 _background(maintain_keys(self.settings, self.access_tokens)),
                 _background(self._poll_revocations()),
                 _background(self._purge()),
+                _background(run_event_summaries()),
             ):
                 yield self
         finally:

@@ -1,9 +1,11 @@
 """Reading JSON request bodies defensively: media type, charset, UTF-8, size (by aiohttp's
-client_max_size), duplicate keys, NaN, nesting, then the model. Every failure is a 4xx."""
+client_max_size), nesting (before parsing), duplicate keys, NaN, then the model. Every
+failure is a 4xx."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -21,6 +23,14 @@ from .schemas import FIELD_RULES
 ModelT = TypeVar("ModelT", bound=BaseModel)
 JSON_TYPES = ("application/json",)
 UTF8 = ("utf-8", "utf8")
+# No request of the contract nests deeper than 3; 32 leaves room for embedders' models
+# while keeping a hostile body from costing a deep recursion in the parser.
+MAX_DEPTH = 32
+TOO_DEEP = f"Request body is nested more than {MAX_DEPTH} levels deep"
+# A JSON string (closed or running to the end: never a retry from inside it) or one
+# bracket. Unrolled so that it runs in linear time whatever the input.
+_STRING_OR_BRACKET = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
+_OPENERS = frozenset(b"[{")
 
 
 async def read_body(request: web.Request, model: type[ModelT]) -> ModelT:
@@ -60,6 +70,8 @@ def _parse(request: web.Request, raw: bytes) -> Any:
         raise unsupported_media_type()
     if request.charset and request.charset.lower() not in UTF8:
         raise validation_error("Request body must be UTF-8 encoded JSON")
+    if too_deep(raw):
+        raise validation_error(TOO_DEEP)
     try:
         text = raw.decode("utf-8")
         return json.loads(
@@ -71,6 +83,25 @@ def _parse(request: web.Request, raw: bytes) -> Any:
         raise
     except (ValueError, RecursionError):
         raise validation_error("Request body is not valid JSON") from None
+
+
+def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether brackets outside strings nest deeper than `limit`: one linear pass in the
+    regex engine, without parsing, recursion or a Python step per character. Bodies
+    with no more openers than the limit (nearly all) are not even scanned. Malformed
+    text is left to the parser to refuse."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    depth = 0
+    for match in _STRING_OR_BRACKET.finditer(raw):
+        char = raw[match.start()]
+        if char in _OPENERS:
+            depth += 1
+            if depth > limit:
+                return True
+        elif char != 0x22:  # a closing bracket, not a string
+            depth -= 1
+    return False
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

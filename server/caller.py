@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from .clientaddr import address_of
+from .events import route_of
 
 MAX_USER_AGENT = 256
 
@@ -24,13 +25,5 @@ class Caller:
         return cls(
             address_of(request),
             user_agent[:MAX_USER_AGENT] if user_agent is not None else None,
-            route_template(request),
+            route_of(request),
         )
-
-
-def route_template(request: web.BaseRequest) -> str | None:
-    """The path template of the matched route (`/api/users/{user_id}`), None if none."""
-    match_info = getattr(request, "match_info", None)
-    route = getattr(match_info, "route", None)
-    resource = getattr(route, "resource", None)
-    return resource.canonical if resource is not None else None

@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 server=dataclasses.replace(settings.server, workers=args.workers),
             )
     except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _print_settings_error(exc)
         return 2
     configure_logging(settings)
     command = args.command or "serve"
@@ -109,6 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, StorageError, signing_keys.KeyRotationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+def _print_settings_error(exc: SettingsError) -> None:
+    """One line, no traceback: what to fix is all the message says."""
+    print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
 
 
 @contextlib.asynccontextmanager

@@ -168,7 +168,7 @@ def _render(
     request: web.Request, mark: RouteMark, error: ApiError
 ) -> web.StreamResponse:
     if error.code is errors.ErrorCode.RATE_LIMITED:
-        log_event("rate_limited", request, level=logging.WARNING, route=request.path)
+        log_event("rate_limited", request, level=logging.WARNING)
     return mark.render(request, error)
 
 

@@ -1,7 +1,13 @@
 """Password rules and hashing. bcrypt runs in a bounded thread pool, never on the event
 loop; unknown users are checked against a dummy hash so they take as long as wrong
 passwords. bcrypt reads at most 72 bytes, so every password is first reduced to a
-SHA-256 digest (base64, 44 bytes): all of it counts, nothing is silently truncated."""
+SHA-256 digest (base64, 44 bytes): all of it counts, nothing is silently truncated.
+
+Passwords are Unicode-normalised (NFC) before they are measured, judged, hashed or
+checked, so that "é" typed as one code point or as "e" plus a combining accent (as some
+keyboards and operating systems send it) is the same password. Hashes made before
+normalisation from a non-NFC password keep working: see `PasswordHasher.verify`.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +18,10 @@ import hashlib
 import os
 import secrets
 import threading
+import unicodedata
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from enum import Enum
 from typing import TypeVar
 
 import bcrypt
@@ -34,11 +42,28 @@ class HashingBusy(Exception):
     """Too many password checks are waiting for a hashing thread."""
 
 
+class Match(Enum):
+    """How a password checked against a hash."""
+
+    NO = "no"
+    YES = "yes"
+    LEGACY = "legacy"  # only as typed, not in NFC: a hash from before normalisation
+
+
+def normalise(password: str) -> str:
+    """The password in Unicode NFC: one form for what looks the same. Not NFKC, which
+    would merge characters users can tell apart (full-width, superscripts, ligatures)
+    and so make passwords weaker."""
+    return unicodedata.normalize("NFC", password)
+
+
 def check_length(
     password: str, settings: PasswordSettings, field: str = "password"
 ) -> None:
-    """Raise WeakPassword unless min_length <= characters <= max_length."""
-    if len(password) < settings.min_length:
+    """Raise WeakPassword unless min_length <= characters <= max_length. The minimum
+    counts the characters of the NFC form (what the user sees); the maximum, a bound
+    on work, counts the text as sent."""
+    if len(normalise(password)) < settings.min_length:
         raise WeakPassword(f"{field} must be at least {settings.min_length} characters")
     if len(password) > settings.max_length:
         raise WeakPassword(f"{field} must be at most {settings.max_length} characters")
@@ -47,16 +72,21 @@ def check_length(
 def check_strength(
     password: str, settings: PasswordSettings, user_inputs: Sequence[str], field: str
 ) -> None:
-    """Refuse common and guessable passwords (zxcvbn: breached-password and word lists,
-    keyboard patterns, repeats, and the user's own name and email)."""
+    """Refuse common and guessable passwords (zxcvbn, judging the NFC form: its lists of
+    breached passwords, words and names, keyboard patterns, repeats, dates, l33t
+    substitutions, and the user's own name and email). The default `min_strength` of 2
+    refuses what zxcvbn expects to be guessed in under 10^6 tries, e.g. abc12345,
+    letmein123, P@ssw0rd123."""
     if settings.min_strength == 0:
         return
-    result = zxcvbn(password[:ZXCVBN_MAX_CHARS], user_inputs=list(user_inputs))
+    text = normalise(password)[:ZXCVBN_MAX_CHARS]
+    result = zxcvbn(text, user_inputs=list(user_inputs))
     if result["score"] < settings.min_strength:
         raise WeakPassword(f"{field} is too common or too easy to guess")
 
 
 def _bcrypt_input(password: str) -> bytes:
+    """The bytes bcrypt sees for this exact text (callers normalise first)."""
     return base64.b64encode(hashlib.sha256(password.encode("utf-8")).digest())
 
 
@@ -96,28 +126,44 @@ class PasswordHasher:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def hash(self, password: str) -> str:
-        return await self._run(self._hash_sync, password)
+        """A bcrypt hash of the password's NFC form."""
+        return await self._run(self._hash_sync, normalise(password))
 
     async def hash_new(
         self, password: str, user_inputs: Sequence[str], field: str
     ) -> str:
         """Check a new password's strength, then hash it: both in the pool, since the
         strength check is CPU-bound too. Raises WeakPassword."""
-        return await self._run(self._check_and_hash_sync, password, user_inputs, field)
+        return await self._run(
+            self._check_and_hash_sync, normalise(password), user_inputs, field
+        )
 
     async def verify(self, password: str, password_hash: str | None) -> bool:
         """Check a password; with no hash (unknown user) check against the dummy hash
-        and return False, taking the same time."""
-        if password_hash is None:
-            await self._run(bcrypt.checkpw, _bcrypt_input(password), self._dummy())
-            return False
-        return await self._run(
-            bcrypt.checkpw, _bcrypt_input(password), password_hash.encode()
-        )
+        and return False, taking the same time. See `check`."""
+        return await self.check(password, password_hash) is not Match.NO
+
+    async def check(self, password: str, password_hash: str | None) -> Match:
+        """Check the NFC form; when it fails and the password as typed is not in NFC,
+        check it as typed too, so that a hash made before normalisation still matches
+        (Match.LEGACY: rehash it with `hash` to migrate). An unknown user (no hash)
+        takes the same steps against the dummy hash: the number of bcrypt runs
+        depends only on the text sent, never on whether the account exists.
+        One pool job, so it holds one of `max_pending_hashes`, however many runs."""
+        return await self._run(self._check_sync, password, password_hash)
 
     def _dummy(self) -> bytes:
         assert self._dummy_hash is not None, "PasswordHasher.start() was not awaited"
         return self._dummy_hash
+
+    def _check_sync(self, password: str, password_hash: str | None) -> Match:
+        stored = self._dummy() if password_hash is None else password_hash.encode()
+        nfc = normalise(password)
+        if bcrypt.checkpw(_bcrypt_input(nfc), stored):
+            return Match.YES if password_hash is not None else Match.NO
+        if nfc != password and bcrypt.checkpw(_bcrypt_input(password), stored):
+            return Match.LEGACY if password_hash is not None else Match.NO
+        return Match.NO
 
     def _hash_sync(self, password: str) -> str:
         salt = bcrypt.gensalt(self.settings.bcrypt_rounds)

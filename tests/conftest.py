@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from server import clock, create_app
+from server.events import reset_events
 from server.settings import (
     PasswordSettings,
     PurgeSettings,
@@ -163,8 +164,10 @@ async def expect_error(
 
 @pytest.fixture(autouse=True)
 def _real_time() -> Iterator[None]:
-    """Tests move the server's clock with `clock.advance`; each starts on real time."""
+    """Tests move the server's clock with `clock.advance`; each starts on real time,
+    with no security-event summary window open from an earlier test."""
     clock.reset()
+    reset_events()
     yield
     clock.reset()
 

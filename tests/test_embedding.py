@@ -18,7 +18,7 @@ from tests.conftest import PASSWORD, make_settings
 
 HOST_HEADER = ("X-Host", "notes")
 AUTH_HEADERS = ("X-Content-Type-Options", "Referrer-Policy")
-POLL = 0.05
+POLL = 0.1
 
 
 class SpyStorage(MemoryStorage):

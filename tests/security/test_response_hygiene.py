@@ -282,6 +282,7 @@ async def test_security_events_are_one_json_line_each(
     await send(
         "POST", "/api/auth/signout", json={"refreshToken": second["refreshToken"]}
     )
+    clock.advance(61)  # past the summary window of alice's failed sign-in
     for _ in range(3):
         await send(
             "POST",
@@ -314,8 +315,7 @@ async def test_security_events_are_one_json_line_each(
         "signin",
         "password_changed",
         "signout",
-        "signin_failed",
-        "signin_failed",
+        "signin_failed",  # the second within the window is counted, not logged
         "rate_limited",
     ]
     for event in events:

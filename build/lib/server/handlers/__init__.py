@@ -1,1 +1,0 @@
-"""Request handlers: parse, call storage, shape the response."""

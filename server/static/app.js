@@ -158,6 +158,7 @@ async function signIn() {
   }
   const data = result.data;
   generation += 1;
+  refreshing = null; // a refresh of the previous session must not serve this one
   auth = {
     username: data.username,
     roles: Array.isArray(data.roles) ? data.roles : [],

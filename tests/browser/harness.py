@@ -120,21 +120,20 @@ def serve_in_thread(app: web.Application, host: str = "127.0.0.1") -> Iterator[s
 # ---- The attacker -------------------------------------------------------------------
 
 # Every way a page on another origin can POST to the cookie routes with the victim's
-# cookie: "simple" requests (no preflight), requests that need a preflight (a JSON body
-# and a guessed X-CSRF-Token), and blind no-cors requests. None may succeed, and none may
-# give the attacker anything to read.
+# cookie: "simple" requests (no body, so no preflight, and the server reads it as `{}`),
+# requests that need a preflight (a JSON body and a guessed X-CSRF-Token), and blind
+# no-cors requests. None may succeed, and none may give the attacker anything to read.
 ATTACK_PAGE = """<!doctype html>
 <meta charset="utf-8"><title>Totally unrelated site</title>
 <h1>Win a prize!</h1>
 <script>
 const target = new URLSearchParams(location.search).get("target");
-const plain = {"Content-Type": "text/plain"};
 const json = {"Content-Type": "application/json", "X-CSRF-Token": "guessed"};
 const attempts = [];
 for (const path of ["/api/auth/refreshtoken", "/api/auth/signout"]) {
-  attempts.push([path, "simple", {headers: plain}]);
-  attempts.push([path, "preflighted", {headers: json}]);
-  attempts.push([path, "no-cors", {headers: plain, mode: "no-cors"}]);
+  attempts.push([path, "simple", {}]);
+  attempts.push([path, "preflighted", {headers: json, body: "{}"}]);
+  attempts.push([path, "no-cors", {mode: "no-cors"}]);
 }
 window.attack = {done: false, results: []};
 (async () => {
@@ -142,7 +141,7 @@ window.attack = {done: false, results: []};
     const result = {path, kind};
     try {
       const response = await fetch(target + path,
-        {method: "POST", credentials: "include", body: "{}", ...init});
+        {method: "POST", credentials: "include", ...init});
       Object.assign(result, {outcome: "answered", type: response.type,
         status: response.status, body: await response.text()});
     } catch (error) {

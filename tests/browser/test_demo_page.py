@@ -65,8 +65,9 @@ def test_whole_demo_flow(
     page.sign_in(name, PASSWORD)
 
     sessions = page.sessions()
-    assert [s.get_attribute("data-current") for s in sessions] == ["true", "false"]
-    this, phone_item = sessions
+    by_current = {s.get_attribute("data-current"): s for s in sessions}
+    assert len(sessions) == 2 and set(by_current) == {"true", "false"}
+    this, phone_item = by_current["true"], by_current["false"]
     assert "This device" in this.text
     assert "Chrome (headless) on Linux" in this.text
     assert "Safari on iOS" in phone_item.text

@@ -3,7 +3,8 @@
 Every line has `event`, `ts` (epoch seconds), `ip` and `user_agent`, plus `user_id` and
 `session_id` where known. Never a token, password or hash. Events: signup, signin,
 signin_failed, refresh_reused, signout, password_changed, user_deleted, rate_limited,
-key_rotated. Alert on `refresh_reused`: it means a refresh token was stolen or replayed.
+key_rotated, csrf_failed (cookie mode: a request spending the session cookie without
+the right X-CSRF-Token or from a foreign origin). Alert on `refresh_reused`: it means a refresh token was stolen or replayed.
 """
 
 from __future__ import annotations

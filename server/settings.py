@@ -34,6 +34,7 @@ class ServerSettings:
     trusted_proxies: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
+    demo_page: bool = True
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,15 @@ class PurgeSettings:
 
 
 @dataclass(frozen=True)
+class CookieSettings:
+    """The session cookie of cookie mode (browsers)."""
+
+    name: str = "auth_session"
+    secure: bool = True
+    samesite: str = "Strict"
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
@@ -124,6 +134,7 @@ class Settings:
     passwords: PasswordSettings = field(default_factory=PasswordSettings)
     ratelimit: RateLimitSettings = field(default_factory=RateLimitSettings)
     purge: PurgeSettings = field(default_factory=PurgeSettings)
+    cookies: CookieSettings = field(default_factory=CookieSettings)
 
     def __post_init__(self) -> None:
         validate(self)

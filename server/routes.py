@@ -5,7 +5,8 @@ mounts routes from them and the OpenAPI document is generated from what it mount
 service (the core, or a seed dialect): its routes, how it reads the access token and how
 it renders errors. Each route belongs to a group that a host app mounts or leaves out
 (`Auth.setup(..., groups=...)`); the `auth` and `users` groups move with the prefixes a host
-chooses."""
+chooses. The `demo` group (the demo page at `/`, `server.demo_page`) is mounted by the
+standalone server only and left out of the OpenAPI document."""
 
 from __future__ import annotations
 

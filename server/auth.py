@@ -31,7 +31,9 @@ from storage import Storage, create_storage
 
 from . import clock, keys, signing_keys
 from .clientaddr import parse_networks
+from .cookies import COOKIE_SECRET, SessionCookies
 from .cors import cors_middleware
+from .csrf import OriginPolicy
 from .events import run_event_summaries
 from .guards import Role, requires
 from .keywatch import maintain_keys
@@ -54,9 +56,10 @@ from .websocket import SessionSocket, open_session_socket
 
 SUCCESSOR_SECRET = "refresh-successor-key"
 # What a host app gets by default: the auth routes, the user routes, the JWKS and the
-# OpenAPI document. The standalone server adds the seeds' demo content.
+# OpenAPI document. The standalone server adds the seeds' demo content and the demo page
+# (`server.demo_page`).
 EMBEDDED_GROUPS = frozenset({"auth", "users", "meta"})
-STANDALONE_GROUPS = EMBEDDED_GROUPS | {"content", "ws"}
+STANDALONE_GROUPS = EMBEDDED_GROUPS | {"content", "ws", "demo"}
 SettingsSource = Settings | Mapping[str, Any] | str | PathLike[str] | None
 H = TypeVar("H")
 logger = logging.getLogger("auth.server")
@@ -89,6 +92,11 @@ class Auth:
             self.revocations,
         )
         self.trusted_proxies = parse_networks(self.settings.server.trusted_proxies)
+        self.cookies = SessionCookies(
+            self.settings.cookies,
+            self.settings.tokens.refresh_ttl,
+            OriginPolicy(self.settings.server.cors_origins, self.trusted_proxies),
+        )
         self.prefix = AUTH_PREFIX
         self.users_prefix = USERS_PREFIX
         self.routes: list[Route] = []
@@ -119,6 +127,8 @@ class Auth:
         app[keys.AUTH] = self
         app[keys.TRUSTED_PROXIES] = self.trusted_proxies
         wanted = frozenset(groups)
+        if not self.settings.server.demo_page:
+            wanted -= {"demo"}
         prefixes = {AUTH_PREFIX: self.prefix, USERS_PREFIX: self.users_prefix}
         for route_set in self._route_sets():
             self._mount(app, route_set, wanted, prefixes)
@@ -223,6 +233,11 @@ class Auth:
         self.refresh_tokens.key = await self.storage.get_or_create_secret(
             SUCCESSOR_SECRET, secrets.token_bytes(32)
         )
+        # Shared through storage: every instance reads every other's session cookies.
+        cookie_key = await self.storage.get_or_create_secret(
+            COOKIE_SECRET, secrets.token_bytes(32)
+        )
+        self.cookies.start(cookie_key, self.prefix)
 
     async def _poll_revocations(self) -> None:
         """Learn other instances' revocations: one cheap query a poll, none per request."""

@@ -5,7 +5,9 @@ Every line has `event`, `ts` (epoch seconds) and always the keys `user_id`,
 route's path template, such as /api/users/{id}), null where unknown; the request-derived
 ones are filled in from the request. Never a token, password or hash. Events: signup,
 signin, signin_failed, refresh_reused, signout, password_changed,
-password_change_failed, user_deleted, rate_limited, key_rotated. Alert on
+password_change_failed, user_deleted, rate_limited, key_rotated, csrf_failed (cookie
+mode: a request spending the session cookie without the right X-CSRF-Token or from a
+foreign origin). Alert on
 `refresh_reused`: it means a refresh token was stolen or replayed.
 
 Nothing a client sends can make this log grow without bound:

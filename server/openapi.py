@@ -118,6 +118,7 @@ def _operation_id(route: Route) -> str:
 def build_document(
     routes: Sequence[Route], rules: PasswordSettings | None = None
 ) -> dict[str, Any]:
+    routes = [route for route in routes if route.documented]
     _, definitions = models_json_schema(
         [(model, "validation") for model in _models(routes)], ref_template=REF
     )

@@ -5,7 +5,8 @@ mounts routes from them and the OpenAPI document is generated from what it mount
 service (the core, or a seed dialect): its routes, how it reads the access token and how
 it renders errors. Each route belongs to a group that a host app mounts or leaves out
 (`Auth.setup(..., groups=...)`); the `auth` and `users` groups move with the prefixes a host
-chooses."""
+chooses. The `demo` group (the demo page at `/`, `server.demo_page`) is mounted by the
+standalone server only and left out of the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pydantic import BaseModel
 from . import schemas, websocket
 from .errors import Handler
 from .guards import Role
-from .handlers import auth, content, meta, users
+from .handlers import auth, content, demo, meta, users
 from .middleware import ErrorRenderer, TokenReader, read_access_token, render_error
 
 AUTH_PREFIX = "/api/auth"
@@ -47,6 +48,7 @@ class Route:
     tag: str = "auth"
     group: str = "auth"
     read_token: TokenReader | None = None  # instead of the route set's
+    documented: bool = True  # in the OpenAPI document (the demo page's files are not)
 
 
 @dataclass(frozen=True)
@@ -121,9 +123,10 @@ ROUTES: tuple[Route, ...] = (
         "POST",
         "/api/auth/signin",
         auth.signin,
-        "Sign in: a new session and its tokens",
+        "Sign in: a new session and its tokens (with cookie: true, the refresh token in"
+        " an HttpOnly session cookie)",
         (
-            Answer(200, "Signed in", schemas.SigninResult),
+            Answer(200, "Signed in", schemas.SigninAnswer),
             Answer(401, "Invalid username or password", schemas.ErrorBody),
         ),
         body=schemas.SigninBody,
@@ -133,12 +136,14 @@ ROUTES: tuple[Route, ...] = (
         "POST",
         "/api/auth/refreshtoken",
         auth.refresh,
-        "New access token (and, with rotation, the next refresh token)",
+        "New access token (and, with rotation, the next refresh token); without a"
+        " body token, from the session cookie with X-CSRF-Token",
         (
-            Answer(200, "Refreshed", schemas.TokenPair),
+            Answer(200, "Refreshed", schemas.RefreshAnswer),
             Answer(
                 403,
-                "Refresh token missing, unknown, expired, reused or revoked",
+                "Refresh token missing, unknown, expired, reused or revoked; cookie"
+                " mode: CSRF check failed",
                 schemas.ErrorBody,
             ),
         ),
@@ -149,12 +154,17 @@ ROUTES: tuple[Route, ...] = (
         "POST",
         "/api/auth/signout",
         auth.signout,
-        "Revoke the refresh token's session",
+        "Revoke the refresh token's session; without a body token, the session"
+        " cookie's (with X-CSRF-Token), and expire the cookie",
         (
             Answer(
                 200, "Signed out (also when already signed out)", schemas.MessageBody
             ),
-            Answer(403, "Refresh token missing", schemas.ErrorBody),
+            Answer(
+                403,
+                "Refresh token missing; cookie mode: CSRF check failed",
+                schemas.ErrorBody,
+            ),
         ),
         body=schemas.RefreshBody,
     ),
@@ -225,4 +235,28 @@ ROUTES: tuple[Route, ...] = (
     ),
 )
 
-CORE = RouteSet("bezkoder", ROUTES)
+# The demo page (`server.demo_page`), mounted by the standalone server.
+DEMO_ROUTES: tuple[Route, ...] = (
+    Route(
+        "GET",
+        "/",
+        demo.page,
+        "The demo page",
+        (Answer(200, "HTML"),),
+        tag="demo",
+        group="demo",
+        documented=False,
+    ),
+    Route(
+        "GET",
+        "/static/{name}",
+        demo.static_file,
+        "The demo page's scripts and styles",
+        (Answer(200, "A static file"),),
+        tag="demo",
+        group="demo",
+        documented=False,
+    ),
+)
+
+CORE = RouteSet("bezkoder", ROUTES + DEMO_ROUTES)

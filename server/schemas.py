@@ -6,7 +6,14 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    model_validator,
+)
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,32}$"
 MAX_PASSWORD_FIELD = 1024  # far above passwords.max_length: the rule itself says why
@@ -59,6 +66,8 @@ class SigninBody(_Body):
     username: Annotated[str, Field(min_length=1, max_length=254)] | None = None
     email: Annotated[str, Field(min_length=1, max_length=254)] | None = None
     password: Password
+    # Cookie mode (browsers): the refresh token goes into an HttpOnly session cookie.
+    cookie: bool | None = None
 
     @model_validator(mode="after")
     def _one_login(self) -> SigninBody:
@@ -84,6 +93,7 @@ FIELD_RULES = {
     "refreshToken": "refreshToken must be a string",
     "currentPassword": "currentPassword must be a string",
     "newPassword": "newPassword must be a string",
+    "cookie": "cookie must be true or false",
 }
 
 
@@ -116,6 +126,31 @@ class SigninResult(TokenPair):
     username: str
     email: str
     roles: list[Literal["ROLE_USER", "ROLE_MODERATOR", "ROLE_ADMIN"]]
+
+
+class CookieTokens(BaseModel):
+    """Cookie mode: the refresh token is in the session cookie, never in a body; the
+    CSRF token goes back in `X-CSRF-Token` when the cookie is spent."""
+
+    accessToken: str
+    tokenType: Literal["Bearer"]
+    expiresIn: int
+    csrfToken: str
+
+
+class CookieSigninResult(CookieTokens):
+    id: str
+    username: str
+    email: str
+    roles: list[Literal["ROLE_USER", "ROLE_MODERATOR", "ROLE_ADMIN"]]
+
+
+class SigninAnswer(RootModel[SigninResult | CookieSigninResult]):
+    """Body mode (the refresh token in the body) or cookie mode (`"cookie": true`)."""
+
+
+class RefreshAnswer(RootModel[TokenPair | CookieTokens]):
+    """Body mode, or cookie mode when the body has no refresh token."""
 
 
 class Profile(BaseModel):

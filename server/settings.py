@@ -174,6 +174,8 @@ class PurgeSettings:
 
 @dataclass(frozen=True)
 class CookieSettings:
+    """The session cookie of cookie mode (browsers)."""
+
     name: str = setting("auth_session", COOKIE_NAME)
     secure: bool = setting(True, BOOLEAN)
     samesite: str = setting("Strict", one_of(*SAMESITE))

@@ -12,6 +12,7 @@ from ..middleware import ConflictingTokens, read_access_token
 from ..schemas import PasswordChangeBody, RefreshBody, SigninBody, SignupBody
 from ..service import Refreshed, SignedIn
 from ..tokens import AccessClaims
+from . import browser
 from .common import json_ok, role_names
 
 
@@ -50,15 +51,15 @@ async def signin(request: web.Request) -> web.Response:
         password=body.password,
     )
     user = signed_in.user
-    return json_ok(
-        {
-            "id": user.id,
-            "username": user.username,
-            "email": user.email,
-            "roles": role_names(user),
-            **token_body(signed_in),
-        }
-    )
+    profile = {
+        "id": user.id,
+        "username": user.username,
+        "email": user.email,
+        "roles": role_names(user),
+    }
+    if body.cookie:
+        return await browser.signed_in(request, profile, signed_in)
+    return json_ok({**profile, **token_body(signed_in)})
 
 
 def token_body(tokens: SignedIn | Refreshed) -> dict[str, object]:
@@ -74,6 +75,8 @@ async def refresh(request: web.Request) -> web.Response:
     """Any access token sent along is ignored, and every failure is 403: the seeds'
     clients answer a 401 here by refreshing again, forever."""
     body = await read_body(request, RefreshBody)
+    if browser.wants_cookie(request, body.refreshToken):
+        return await browser.refresh(request)
     refreshed = await request.app[keys.AUTH].service.refresh(
         Caller.of(request), body.refreshToken
     )
@@ -83,6 +86,8 @@ async def refresh(request: web.Request) -> web.Response:
 async def signout(request: web.Request) -> web.Response:
     """Idempotent: an unknown or already revoked token is signed out too."""
     body = await read_body(request, RefreshBody)
+    if browser.wants_cookie(request, body.refreshToken):
+        return await browser.signout(request)
     await request.app[keys.AUTH].service.signout(Caller.of(request), body.refreshToken)
     return json_ok({"message": "You've been signed out!"})
 

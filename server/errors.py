@@ -23,6 +23,7 @@ class ErrorCode(StrEnum):
     REFRESH_EXPIRED = "refresh_expired"
     REFRESH_REUSED = "refresh_reused"
     REFRESH_REVOKED = "refresh_revoked"
+    CSRF_FAILED = "csrf_failed"
     TOKEN_MISSING = "token_missing"
     TOKEN_EXPIRED = "token_expired"
     TOKEN_INVALID = "token_invalid"
@@ -138,6 +139,10 @@ def refresh_revoked() -> ApiError:
         "Refresh token was revoked. Please make a new signin request",
         ErrorCode.REFRESH_REVOKED,
     )
+
+
+def csrf_failed() -> ApiError:
+    return ApiError(403, "CSRF check failed.", ErrorCode.CSRF_FAILED)
 
 
 def token_missing() -> ApiError:

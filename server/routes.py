@@ -45,6 +45,7 @@ class Route:
     rate_limited: bool = False
     tag: str = "auth"
     group: str = "auth"
+    error_body: type[BaseModel] = schemas.ErrorBody  # a dialect's error shape
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "settings.toml"
 ENV_PREFIX = "AUTH_"
 ALGORITHMS = ("HS256", "RS256", "ES256", "EdDSA")
 BACKENDS = ("sqlite", "memory", "postgres")
+# The seed tutorials' APIs the server can speak (server/dialects/): bezkoder is API.md's.
+DIALECTS = ("bezkoder", "cyberwolves", "wpcodevo")
 MIN_SECRET_BYTES = 32
 
 
@@ -34,6 +36,7 @@ class ServerSettings:
     trusted_proxies: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
+    dialects: tuple[str, ...] = ("bezkoder",)
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,11 @@ class PurgeSettings:
 
 
 @dataclass(frozen=True)
+class CookieSettings:
+    secure: bool = True
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
@@ -124,6 +132,7 @@ class Settings:
     passwords: PasswordSettings = field(default_factory=PasswordSettings)
     ratelimit: RateLimitSettings = field(default_factory=RateLimitSettings)
     purge: PurgeSettings = field(default_factory=PurgeSettings)
+    cookies: CookieSettings = field(default_factory=CookieSettings)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -297,3 +306,17 @@ def validate(settings: Settings) -> None:
     for ok, message in checks:
         if not ok:
             raise SettingsError(message)
+    _validate_dialects(settings.server.dialects)
+
+
+def _validate_dialects(dialects: tuple[str, ...]) -> None:
+    unknown = [name for name in dialects if name not in DIALECTS]
+    if unknown:
+        raise SettingsError(
+            f"server.dialects: unknown dialect(s) {', '.join(map(repr, unknown))};"
+            f" known: {', '.join(DIALECTS)}"
+        )
+    if len(set(dialects)) != len(dialects):
+        raise SettingsError("server.dialects must not list a dialect twice")
+    if not dialects:
+        raise SettingsError("server.dialects must list at least one dialect")

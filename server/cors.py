@@ -1,6 +1,8 @@
 """CORS for browser front ends on other origins (the seeds' React/Vue/Angular apps run on
-their own port). Off unless `server.cors_origins` lists origins; `*` allows any origin,
-which is safe here because no cookies are used: tokens travel in headers and bodies."""
+their own port). Off unless `server.cors_origins` lists origins. `*` allows any origin
+to send tokens in headers and bodies, never with credentials; an origin listed by name
+may also send cookies (`Access-Control-Allow-Credentials`), as the wpcodevo front end
+does."""
 
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ def cors_middleware(origins: tuple[str, ...]) -> web.middleware:
         else:
             response = await handler(request)
         response.headers["Access-Control-Allow-Origin"] = origin
+        if origin in origins:
+            response.headers["Access-Control-Allow-Credentials"] = "true"
         response.headers["Access-Control-Expose-Headers"] = (
             "Retry-After, WWW-Authenticate"
         )

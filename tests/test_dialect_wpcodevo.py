@@ -616,3 +616,31 @@ async def test_a_disabled_account_is_the_cores_403(client: Client) -> None:
         403,
         fail("Account is disabled.", "account_disabled"),
     )
+
+
+async def test_cors_lets_a_named_front_end_use_the_cookies(client: Client) -> None:
+    """The seed's front end (another port) sends its requests with credentials: only
+    an origin listed by name may, never one admitted by `*`."""
+    front = "http://localhost:3000"
+    named = await client.factory(WPCODEVO_FIRST, server={"cors_origins": (front, "*")})
+    preflight = await named.call(
+        "OPTIONS",
+        "/api/auth/login",
+        headers={"Origin": front, "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status == 204
+    assert preflight.headers["Access-Control-Allow-Credentials"] == "true"
+    assert (await named.register("xia@example.com")).status == 201
+    login = await named.call(
+        "POST",
+        "/api/auth/login",
+        json={"email": "xia@example.com", "password": PASSWORD},
+        headers={"Origin": front},
+    )
+    assert login.headers["Access-Control-Allow-Origin"] == front
+    assert login.headers["Access-Control-Allow-Credentials"] == "true"
+    other = await named.call(
+        "GET", "/api/healthChecker", headers={"Origin": "http://elsewhere.example"}
+    )
+    assert other.headers["Access-Control-Allow-Origin"] == "http://elsewhere.example"
+    assert "Access-Control-Allow-Credentials" not in other.headers

@@ -285,6 +285,18 @@ async def test_middleware_errors_are_401(client: Client) -> None:
         answer = await client.call("GET", "/api/users/me", **how)
         assert (answer.status, answer.body) == (401, fail(message, code)), how
         assert answer.headers["WWW-Authenticate"].startswith("Bearer")
+    other = (await client.login("ida@example.com")).body["access_token"]
+    response = await client.client.get(
+        "/api/users/me",
+        headers=[
+            ("Authorization", f"Bearer {token}"),
+            ("Authorization", f"Bearer {other}"),
+        ],
+    )
+    assert (response.status, await response.json()) == (
+        401,
+        fail(BAD_TOKEN, "token_invalid"),
+    )
     clock.advance(900 + 91)
     answer = await client.call("GET", "/api/users/me", cookies={"access_token": token})
     assert (answer.status, answer.body) == (401, fail(BAD_TOKEN, "token_expired"))

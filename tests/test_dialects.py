@@ -7,6 +7,7 @@ import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import jwt
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -287,3 +288,18 @@ async def test_names_are_kept_as_display_names(memory_client: MakeClient) -> Non
         for email in ("vic@example.com", "wes@example.com")
     ]
     assert names == ["Vic Ünal", "王 Wes"]
+
+
+async def test_every_dialect_signs_with_the_configured_algorithm(
+    memory_client: MakeClient,
+) -> None:
+    """wpcodevo's RS256 is `tokens.algorithm = "RS256"`; its public key is published."""
+    client = await memory_client(ALL, tokens={"algorithm": "RS256", "secret": ""})
+    jwks = await (await client.get("/.well-known/jwks.json")).json()
+    published = {key["kid"] for key in jwks["keys"]}
+    wp = (await client.wp_user("yan@example.com")).body["access_token"]
+    cw = (await client.log_in("yan@example.com")).body["accessToken"]
+    for token in (wp, cw):
+        header = jwt.get_unverified_header(token)
+        assert header["alg"] == "RS256"
+        assert header["kid"] in published

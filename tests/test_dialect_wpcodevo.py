@@ -615,7 +615,7 @@ async def test_a_server_error_says_error(
 
 
 @pytest.mark.xfail(
-    reason="needs update_user and account_disabled from the storage branch",
+    reason="needs update_user (storage branch) and the service refusing disabled users",
     strict=True,
 )
 async def test_a_disabled_account_is_the_cores_403(client: Client) -> None:

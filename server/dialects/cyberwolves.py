@@ -12,6 +12,7 @@ token): the server rotates as usual and the client's first token keeps working u
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Literal
 
 from aiohttp import web
@@ -171,29 +172,8 @@ class CyberwolvesRefreshed(BaseModel):
     message: str
 
 
-def _route(
-    method: str,
-    path: str,
-    handler: Any,
-    summary: str,
-    answers: tuple[Answer, ...],
-    body: type[BaseModel],
-    rate_limited: bool = True,
-) -> Route:
-    return Route(
-        method,
-        path,
-        handler,
-        summary,
-        answers,
-        body=body,
-        rate_limited=rate_limited,
-        tag="cyberwolves",
-        group=GROUP,
-        error_body=CyberwolvesError,
-    )
-
-
+# A route of this dialect: in the OpenAPI document under its tag, errors in its shape.
+_route = partial(Route, tag="cyberwolves", group=GROUP, error_body=CyberwolvesError)
 _REFRESH_BODY = body_model("CyberwolvesRefreshBody", REFRESH, refuse_unknown=True)
 ROUTES = (
     _route(
@@ -205,7 +185,8 @@ ROUTES = (
             Answer(201, "Account created", CyberwolvesMessage),
             Answer(400, "Invalid body, or the email is in use", CyberwolvesError),
         ),
-        body_model("CyberwolvesSignUpBody", SIGN_UP, refuse_unknown=True),
+        body=body_model("CyberwolvesSignUpBody", SIGN_UP, refuse_unknown=True),
+        rate_limited=True,
     ),
     _route(
         "POST",
@@ -216,7 +197,8 @@ ROUTES = (
             Answer(200, "Logged in", CyberwolvesLoggedIn),
             Answer(401, "Invalid email or password", CyberwolvesError),
         ),
-        body_model("CyberwolvesLogInBody", LOG_IN, refuse_unknown=True),
+        body=body_model("CyberwolvesLogInBody", LOG_IN, refuse_unknown=True),
+        rate_limited=True,
     ),
     _route(
         "POST",
@@ -227,7 +209,8 @@ ROUTES = (
             Answer(200, "Access token created", CyberwolvesRefreshed),
             Answer(400, "Invalid body, or the refresh token refused", CyberwolvesError),
         ),
-        _REFRESH_BODY,
+        body=_REFRESH_BODY,
+        rate_limited=True,
     ),
     _route(
         "DELETE",
@@ -240,8 +223,7 @@ ROUTES = (
             ),
             Answer(400, "Invalid body", CyberwolvesError),
         ),
-        _REFRESH_BODY,
-        rate_limited=False,
+        body=_REFRESH_BODY,
     ),
 )
 ROUTE_SET = RouteSet("cyberwolves", ROUTES, render=render)

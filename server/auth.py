@@ -29,7 +29,7 @@ from aiohttp import web
 
 from storage import Storage, create_storage
 
-from . import clock, keys, signing_keys
+from . import clock, dialects, keys, signing_keys
 from .clientaddr import parse_networks
 from .cookies import COOKIE_SECRET, SessionCookies
 from .cors import cors_middleware
@@ -48,17 +48,18 @@ from .passwords import PasswordHasher
 from .purge import purge_forever
 from .ratelimit import RateLimiter
 from .revocation import RevocationSet
-from .routes import AUTH_PREFIX, CORE, USERS_PREFIX, Route, RouteSet
+from .routes import AUTH_PREFIX, USERS_PREFIX, Route, RouteSet
 from .service import AuthService
 from .settings import Settings, load_settings, settings_from_mapping
 from .tokens import AccessClaims, AccessTokens, RefreshTokens
 from .websocket import SessionSocket, open_session_socket
 
 SUCCESSOR_SECRET = "refresh-successor-key"
-# What a host app gets by default: the auth routes, the user routes, the JWKS and the
-# OpenAPI document. The standalone server adds the seeds' demo content and the demo page
-# (`server.demo_page`).
-EMBEDDED_GROUPS = frozenset({"auth", "users", "meta"})
+# What a host app gets by default: the auth routes, the user routes, the routes of the
+# seed dialects listed in `server.dialects` (listing one is the opt-in), the JWKS and the
+# OpenAPI document. The standalone server adds the seeds' demo content, the WebSocket
+# echo and the demo page (`server.demo_page`).
+EMBEDDED_GROUPS = frozenset({"auth", "users", dialects.GROUP, "meta"})
 STANDALONE_GROUPS = EMBEDDED_GROUPS | {"content", "ws", "demo"}
 SettingsSource = Settings | Mapping[str, Any] | str | PathLike[str] | None
 H = TypeVar("H")
@@ -133,6 +134,8 @@ class Auth:
         for route_set in self._route_sets():
             self._mount(app, route_set, wanted, prefixes)
         self.openapi = build_document(self.routes, self.settings.passwords)
+        for warning in dialects.startup_warnings(self.settings):
+            logger.warning(warning)
         origins = self.settings.server.cors_origins
         if origins:
             app.middlewares.append(cors_middleware(origins))
@@ -147,7 +150,9 @@ class Auth:
         app.cleanup_ctx.append(self._lifecycle)
 
     def _route_sets(self) -> list[RouteSet]:
-        return [CORE]
+        """The APIs of `server.dialects`, in its order: where two mount one method and
+        path, the first listed answers."""
+        return dialects.route_sets(self.settings.server.dialects)
 
     def _mount(
         self,

@@ -34,19 +34,26 @@ _OPENERS = frozenset(b"[{")
 
 
 async def read_body(request: web.Request, model: type[ModelT]) -> ModelT:
-    """The body as `model`. An empty body reads as `{}` (the seeds' clients post none to
-    some routes); anything else must be a UTF-8 JSON object sent as application/json,
-    which also keeps cross-site HTML forms from posting here."""
+    """The body as `model` (see `read_object`)."""
+    data = await read_object(request)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _first_error(exc) from None
+
+
+async def read_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object, for views that validate it their own way (the seed
+    dialects). An empty body reads as `{}` (the seeds' clients post none to some
+    routes); anything else must be a UTF-8 JSON object sent as application/json, which
+    also keeps cross-site HTML forms from posting here."""
     raw = await _read_limited(
         request, request.app[keys.AUTH].settings.server.max_body_bytes
     )
     data: Any = {} if not raw.strip() else _parse(request, raw)
     if not isinstance(data, dict):
         raise validation_error("Request body must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise _first_error(exc) from None
+    return data
 
 
 async def _read_limited(request: web.Request, limit: int) -> bytes:

@@ -23,7 +23,8 @@ PATH_PARAMETER = re.compile(r"{(\w+)}")
 def _models(routes: Sequence[Route]) -> list[type[BaseModel]]:
     found: dict[str, type[BaseModel]] = {"ErrorBody": ERROR}
     for route in routes:
-        for model in [route.body, *(answer.model for answer in route.answers)]:
+        answers = (answer.model for answer in route.answers)
+        for model in [route.body, route.error_body, *answers]:
             if model is not None:
                 found[model.__name__] = model
     return list(found.values())
@@ -42,26 +43,30 @@ def _content(answer: Answer) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
-def _error(description: str) -> dict[str, Any]:
+def _error(description: str, model: type[BaseModel] = ERROR) -> dict[str, Any]:
     return {
         "description": description,
-        "content": {"application/json": {"schema": _ref(ERROR)}},
+        "content": {"application/json": {"schema": _ref(model)}},
     }
 
 
 def _implied_errors(route: Route) -> dict[str, dict[str, Any]]:
-    """Errors every route of a kind can answer, beyond those it declares."""
+    """Errors every route of a kind can answer, beyond those it declares, in the shape
+    of the route's API."""
     implied: dict[str, dict[str, Any]] = {}
+    shape = route.error_body
     if route.body is not None:
-        implied["400"] = _error("Invalid body (validation_error, unknown_role, ...)")
-        implied["413"] = _error("Body larger than server.max_body_bytes")
-        implied["415"] = _error("Body is not application/json")
+        implied["400"] = _error(
+            "Invalid body (validation_error, unknown_role, ...)", shape
+        )
+        implied["413"] = _error("Body larger than server.max_body_bytes", shape)
+        implied["415"] = _error("Body is not application/json", shape)
     if route.role is not None:
-        implied["401"] = _error("Access token expired, invalid or revoked")
-        implied["403"] = _error("No token provided, or the role is missing")
+        implied["401"] = _error("Access token expired, invalid or revoked", shape)
+        implied["403"] = _error("No token provided, or the role is missing", shape)
     if route.rate_limited:
         implied["429"] = {
-            **_error("Too many requests"),
+            **_error("Too many requests", shape),
             "headers": {"Retry-After": {"schema": {"type": "string"}}},
         }
     return implied
@@ -105,6 +110,8 @@ def _apply_password_rules(
         ("SignupBody", "password"),
         ("PasswordChangeBody", "newPassword"),
     ):
+        if model not in definitions:
+            continue  # not mounted (server.dialects without bezkoder)
         schema = definitions[model]["properties"][field]
         schema.update(minLength=rules.min_length, maxLength=rules.max_length)
 

@@ -49,6 +49,7 @@ class Route:
     group: str = "auth"
     read_token: TokenReader | None = None  # instead of the route set's
     documented: bool = True  # in the OpenAPI document (the demo page's files are not)
+    error_body: type[BaseModel] = schemas.ErrorBody  # a dialect's error shape
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from .tokens import (
 BUSY_RETRY_SECONDS = 1
 USERNAME_MAX = 32
 DERIVED_USERNAME_ATTEMPTS = 50
+USERS_PAGE = 500
 _NOT_USERNAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -151,16 +152,26 @@ class AuthService:
         return user
 
     async def register(
-        self, caller: Caller, *, display_name: str, email: str, password: str
+        self,
+        caller: Caller,
+        *,
+        display_name: str,
+        email: str,
+        password: str,
+        password_field: str = "password",  # noqa: S107 (a field name, not a secret)
     ) -> User:
         """Register a user the seed dialects' way: a free-text display name and an email;
-        the username is derived from the email (clients must not rely on it)."""
-        self._check_new_password(password, "password")
+        the username is derived from the email (clients must not rely on it).
+        `password_field` is how a password error names the field."""
+        self._check_new_password(password, password_field)
         await self.limiter.hit_signup(caller.ip)
         if await self.storage.find_user(email=email):
             raise errors.email_taken()
-        password_hash = await self._hash_new_password(password, [display_name, email])
+        password_hash = await self._hash_new_password(
+            password, [display_name, email], password_field
+        )
         for username in await self._free_usernames(email):
+            # TODO(merge storage): add display_name=display_name once User has it.
             user = User(
                 uuid.uuid4().hex,
                 username,
@@ -193,6 +204,17 @@ class AuthService:
                 if len(candidates) == 3:
                     break
         return candidates
+
+    async def every_user(self) -> list[User]:
+        """Every user, oldest first, read a page at a time."""
+        users: list[User] = []
+        after: tuple[int, str] | None = None
+        while True:
+            page = await self.storage.list_users(USERS_PAGE, after, None)
+            users.extend(page)
+            if len(page) < USERS_PAGE:
+                return users
+            after = (page[-1].created_at, page[-1].id)
 
     async def current_user(self, claims: AccessClaims) -> User:
         """The signed-in user's record; a user deleted since the token was issued is
@@ -332,6 +354,19 @@ class AuthService:
             self.remember_revoked([session_id])
             self._event("signout", caller, session_id=session_id)
         return session_id
+
+    async def signout_session(self, caller: Caller, claims: AccessClaims) -> bool:
+        """Revoke the session of an access token (a sign-out that has no refresh token
+        at hand). False if it was no longer live."""
+        revoked = await self.storage.revoke_user_session(
+            claims.user_id, claims.session_id, RevokeReason.SIGNOUT, _now()
+        )
+        if revoked:
+            self.remember_revoked([claims.session_id])
+            self._event(
+                "signout", caller, user_id=claims.user_id, session_id=claims.session_id
+            )
+        return revoked
 
     async def change_password(
         self, caller: Caller, claims: AccessClaims, current: str, new: str

@@ -42,6 +42,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "settings.toml"
 ENV_PREFIX = "AUTH_"
 ALGORITHMS = ("HS256", "RS256", "ES256", "EdDSA")
 BACKENDS = ("sqlite", "memory", "postgres")
+# The seed tutorials' APIs the server can speak (server/dialects/): bezkoder is API.md's.
 DIALECTS = ("bezkoder", "cyberwolves", "wpcodevo")
 SAMESITE = ("Strict", "Lax", "None")
 MIN_SECRET_BYTES = 32

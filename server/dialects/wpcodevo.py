@@ -126,7 +126,7 @@ async def _valid_body(request: web.Request, fields: tuple[Field, ...]) -> dict:
 
 def _refuse_cross_site(request: web.Request) -> None:
     """Before anything else: a refused request changes nothing."""
-    if is_cross_site(request, request.app[keys.AUTH].settings.server.cors_origins):
+    if is_cross_site(request, request.app[keys.AUTH].cookies.origins):
         raise csrf_failed()
 
 

@@ -22,7 +22,7 @@ const ROUTES = {
 const LOG_LIMIT = 10;
 
 // Counters for tests and for anyone curious: refresh requests sent, actions finished, and
-// whether the page has finished its start-up (the one refresh that may restore a session).
+// whether the page has finished its start-up.
 const stats = { refreshes: 0, settled: 0, ready: false };
 window.demoStats = stats;
 
@@ -216,24 +216,6 @@ async function revoke(session) {
     forget();
     return;
   }
-  await loadSessions();
-}
-
-/** On load: one refresh from the cookie, which restores a session when the server accepts
- * it; otherwise the page quietly stays signed out. Never repeated, never on a timer. */
-async function restore() {
-  const mine = generation;
-  if (!(await refresh({ quiet: true })) || mine !== generation) return;
-  const me = await request("GET", ROUTES.me, { token: auth.accessToken });
-  if (mine !== generation) return;
-  if (!me.ok || typeof me.data?.username !== "string") {
-    auth = null;
-    return;
-  }
-  generation += 1;
-  auth = { ...auth, username: me.data.username, roles: me.data.roles ?? [] };
-  render();
-  log(`Session restored for ${me.data.username}.`, "info");
   await loadSessions();
 }
 
@@ -446,7 +428,7 @@ for (const button of document.querySelectorAll("button[data-path]")) {
   button.addEventListener("click", () => act(button, () => call(button.dataset.path)));
 }
 
+// No refresh on load: the CSRF token that a cookie refresh needs lived in the memory of
+// the page that signed in, so after a reload the page starts signed out.
 render();
-restore().finally(() => {
-  stats.ready = true;
-});
+stats.ready = true;

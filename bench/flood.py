@@ -77,7 +77,9 @@ def _measure(
 ) -> tuple[LoadResult, LoadResult, LoadResult]:
     config = bench.config
     warm, alone_tokens, flood_tokens = files
-    specs.warm_refresh(bench, server, warm, config.connections.legit)
+    if config.warmup > 0:  # from the legitimate addresses too: no limit reached
+        warm_spec = _legit(bench, server, f"valid refreshes, {backend}, warm-up", warm)
+        bench.start(dataclasses.replace(warm_spec, duration=config.warmup)).result()
     alone = bench.measure(
         _legit(bench, server, f"valid refreshes, {backend}, alone", alone_tokens),
         server,

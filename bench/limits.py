@@ -5,8 +5,9 @@ same refreshes with the limits off and against the bare aiohttp app.
 The refreshes present tokens of many seeded sessions, each never presented before, then
 the successors the answers return (phase 4's load): every request is a real rotation.
 Servers with the limits off and on take turns on one database (off, on, off, on, ...),
-each round with tokens of its own, so that a drift of the machine or of the database
-touches both sides alike.
+each measurement with tokens of its own, so that a drift of the machine or of the
+database touches both sides alike; the two of a round run side by side, one idling
+while the other is measured.
 """
 
 from __future__ import annotations
@@ -25,33 +26,41 @@ def refresh_with_limits(bench: Bench) -> None:
     config = bench.config
     connections = config.connections.refresh
     per_run = 2 * max(connections, config.refresh_sizes[0] // 2)  # warm-up + measured
-    runs = [(side, n) for n in range(config.limits_rounds) for side in SIDES]
     env = specs.env_for(bench, "limits.db")
     store = seed.Store("sqlite", env["AUTH_STORAGE_PATH"])
     user_id = asyncio.run(seed.create_user(store))
     prefix = seed.new_prefix()
-    asyncio.run(seed.add_sessions(store, user_id, prefix, 0, per_run * len(runs)))
+    runs = 2 * config.limits_rounds
+    asyncio.run(seed.add_sessions(store, user_id, prefix, 0, per_run * runs))
     reference = specs.bare_reference(bench, config.connections.throughput)
     results: dict[str, list[LoadResult]] = {side: [] for side in SIDES}
-    for index, (side, round_) in enumerate(runs):
-        limits = (
-            specs.limits_env(reachable=False)
-            if side == "on"
-            else {"AUTH_RATELIMIT_ENABLED": "false"}
-        )
-        run_env = {**env, **limits, "AUTH_SERVER_PORT": str(procs.free_port())}
-        indices = range(index * per_run, (index + 1) * per_run)
-        warm, measured = specs.token_files(
-            bench, prefix, indices, f"limits-{side}-{round_}"
-        )
-        with servers.auth_server(f"limits-{side}", run_env, bench.workdir) as server:
-            specs.warm_refresh(bench, server, warm, connections)
-            name = f"refresh, sqlite, rate limits {side}, round {round_ + 1}"
-            spec = specs.refresh_spec(
-                name, server, measured, config.duration, connections
-            )
-            results[side].append(bench.measure(spec, server))
+    for round_ in range(config.limits_rounds):
+        # Both sides of a round start together (the starts overlap) on the one
+        # database; each is measured while the other idles.
+        named = [(f"limits-{side}", _env(env, side)) for side in SIDES]
+        with servers.auth_servers(named, bench.workdir) as started:
+            for side, server in zip(SIDES, started, strict=True):
+                index = 2 * round_ + SIDES.index(side)
+                indices = range(index * per_run, (index + 1) * per_run)
+                warm, measured = specs.token_files(
+                    bench, prefix, indices, f"limits-{side}-{round_}"
+                )
+                specs.warm_refresh(bench, server, warm, connections)
+                name = f"refresh, sqlite, rate limits {side}, round {round_ + 1}"
+                spec = specs.refresh_spec(
+                    name, server, measured, config.duration, connections
+                )
+                results[side].append(bench.measure(spec, server))
     _figures(bench, reference, results)
+
+
+def _env(env: dict[str, str], side: str) -> dict[str, str]:
+    limits = (
+        specs.limits_env(reachable=False)
+        if side == "on"
+        else {"AUTH_RATELIMIT_ENABLED": "false"}
+    )
+    return {**env, **limits, "AUTH_SERVER_PORT": str(procs.free_port())}
 
 
 def _figures(

@@ -92,12 +92,8 @@ class Requests:
         self._headers = "".join(
             f"{name}: {value}\r\n" for name, value in job["headers"]
         ).encode()
-        self._fixed = self._build(
-            job["method"],
-            job["path"],
-            b"",
-            job["body"].encode() if job["body"] is not None else None,
-        )
+        self._body = job["body"].encode() if job["body"] is not None else None
+        self._fixed = self._build(job["method"], job["path"], b"", self._body)
         self.tokens: deque[bytes] | None = None
         self.access: list[bytes] | None = None
         self._last = b""
@@ -147,7 +143,7 @@ class Requests:
             body = b'{"refreshToken": "' + secrets.token_hex(22)[:43].encode() + b'"}'
             return self._build("POST", path, extra, body)
         if extra:
-            return self._build(job["method"], job["path"], extra, None)
+            return self._build(job["method"], job["path"], extra, self._body)
         return self._fixed
 
     def answered(self, status: int, body: bytes) -> None:

@@ -46,14 +46,12 @@ def across_instances(bench: Bench, backend: str) -> None:
         if config.revocation_poll is not None:
             env["AUTH_TOKENS_REVOCATION_POLL"] = str(config.revocation_poll)
         poll = load_settings(environ=env).tokens.revocation_poll
-        a = stack.enter_context(
-            servers.auth_server(f"revocation-{backend}-a", env, bench.workdir)
-        )
-        client.signup(a.port)
+        # The schema and the bench user first, so that the instances start together.
+        store = seed.Store(backend, dsn or env["AUTH_STORAGE_PATH"])
+        asyncio.run(seed.create_user(store))
         env_b = {**env, "AUTH_SERVER_PORT": str(procs.free_port())}
-        b = stack.enter_context(
-            servers.auth_server(f"revocation-{backend}-b", env_b, bench.workdir)
-        )
+        named = [(f"revocation-{backend}-a", env), (f"revocation-{backend}-b", env_b)]
+        a, b = stack.enter_context(servers.auth_servers(named, bench.workdir))
         samples, misses = asyncio.run(_sample(bench, a, b, poll))
     _figure(bench, backend, poll, samples, misses)
 

@@ -17,7 +17,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
-        "--quick", action="store_true", help="every phase, small, in under a minute"
+        "--quick",
+        action="store_true",
+        help="every phase, small and short (a smoke run)",
     )
     mode.add_argument(
         "--smoke", action="store_true", help="plumbing only (the test suite)"

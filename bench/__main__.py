@@ -17,7 +17,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
-        "--quick", action="store_true", help="every phase, small, in under a minute"
+        "--quick",
+        action="store_true",
+        help="every phase, small and short (a smoke run)",
     )
     mode.add_argument(
         "--smoke", action="store_true", help="plumbing only (the test suite)"
@@ -29,7 +31,20 @@ def _parser() -> argparse.ArgumentParser:
         "--bcrypt-rounds", type=int, help="passwords.bcrypt_rounds (default 10)"
     )
     parser.add_argument("--duration", type=float, help="seconds per measurement")
-    parser.add_argument("--postgres-dsn", help="also measure phase 4 on PostgreSQL")
+    parser.add_argument(
+        "--hash-workers",
+        type=_hash_workers,
+        help="passwords.hash_workers of phases 1-3 and 7: cores (default), server "
+        "(the server's own default) or a number",
+    )
+    parser.add_argument(
+        "--postgres-dsn", help="also measure phases 4, 9, 10 and 11 on PostgreSQL"
+    )
+    parser.add_argument(
+        "--postgres-only",
+        action="store_true",
+        help="with --postgres-dsn: phases 4, 9, 10 and 11 on PostgreSQL only",
+    )
     parser.add_argument(
         "--phases", type=int, nargs="+", choices=PHASES, help="a subset"
     )
@@ -41,8 +56,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _hash_workers(value: str) -> str:
+    if value in ("cores", "server") or (value.isdigit() and int(value) > 0):
+        return value
+    raise argparse.ArgumentTypeError("cores, server or a positive number")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.postgres_only and not args.postgres_dsn:
+        parser.error("--postgres-only needs --postgres-dsn")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(message)s",
@@ -54,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         bcrypt_rounds=args.bcrypt_rounds,
         duration=args.duration,
         postgres_dsn=args.postgres_dsn,
+        hash_workers=args.hash_workers,
+        postgres_only=args.postgres_only or None,
         phases=tuple(args.phases) if args.phases else None,
         out_dir=args.out,
         profile_dir=args.profile,

@@ -39,3 +39,15 @@ def signin(port: int) -> dict:
 
 def signin_body() -> dict:
     return {"username": seed.USERNAME, "password": seed.PASSWORD}
+
+
+def get_status(port: int, path: str, access_token: str) -> int:
+    """The status of one GET presenting `access_token` in x-access-token."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", path, headers={"x-access-token": access_token})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PHASES = (1, 2, 3, 4, 5, 6)
+PHASES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,9 @@ class Connections:
     probe: int = 4
     purge_probe: int = 2  # per route: the purge's effect, not queueing, should show
     signin_per_hash_thread: int = 4
+    legit: int = 2  # phase 10: the valid refreshes, "a few connections"
+    flood: int = 8  # phase 10: the junk refreshes and sign-outs
+    long_chains: int = 4  # phase 11: one connection's worth of chains each
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class BenchConfig:
     generator: str = "auto"  # auto | wrk | python
     python_processes: int = field(default_factory=lambda: os.cpu_count() or 2)
     postgres_dsn: str = ""
+    postgres_only: bool = False  # phases 4, 9-11 skip SQLite
     refresh_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)
     token_list_cap: int = 50_000  # fresh tokens handed to the generator per measurement
     purge_expired: int = 1_000_000
@@ -39,6 +43,21 @@ class BenchConfig:
     purge_watch: float = 120.0  # most seconds phase 5 watches a purge (then: its rate)
     server_purge_interval: float = 2.0  # phase 5's in-server purge starts within this
     worker_counts: tuple[int, ...] = (1, 2)
+    # Phases 1-3 and 7: passwords.hash_workers of the server; "cores" (os.cpu_count(),
+    # what the all-cores bound assumes), "server" (its own default) or a number.
+    hash_workers: str = "cores"
+    uncached_token_cap: int = 300_000  # phase 7: most access tokens minted
+    limits_rounds: int = 2  # phase 8: limits off, on, off, on, ...
+    revocation_samples: int = 50  # phase 9
+    revocation_probe_ms: float = 5.0  # phase 9: instance B asked this often
+    revocation_timeout: float = 5.0  # phase 9: a sample not revoked by then is a miss
+    revocation_poll: float | None = (
+        None  # phase 9: tokens.revocation_poll; None = default
+    )
+    legit_addresses: int = 1024  # phase 10: X-Forwarded-For pool of the valid refreshes
+    flood_addresses: int = 65_536  # phase 10: X-Forwarded-For pool of the flood
+    flood_ramp: float = 0.5  # phase 10: seconds of flood before the measurement
+    long_rotations: int = 100_000  # phase 11: retired tokens of each long session
     connections: Connections = field(default_factory=Connections)
     phases: tuple[int, ...] = PHASES
     out_dir: Path = RESULTS
@@ -54,6 +73,10 @@ PRESETS: dict[str, dict] = {
         "purge_expired": 20_000,
         "purge_live": 1_000,
         "purge_watch": 10.0,
+        "uncached_token_cap": 50_000,
+        "limits_rounds": 1,
+        "revocation_samples": 10,
+        "long_rotations": 10_000,
     },
     # The plumbing only, for the test suite: no figure of this mode means anything.
     "smoke": {
@@ -67,8 +90,22 @@ PRESETS: dict[str, dict] = {
         "purge_live": 50,
         "purge_watch": 10.0,
         "server_purge_interval": 0.5,
+        "uncached_token_cap": 500,
+        "limits_rounds": 1,
+        "revocation_samples": 2,
+        "revocation_poll": 0.2,
+        "legit_addresses": 16,
+        "flood_addresses": 64,
+        "flood_ramp": 0.1,
+        "long_rotations": 100,
         "connections": Connections(
-            throughput=2, refresh=2, probe=1, signin_per_hash_thread=2
+            throughput=2,
+            refresh=2,
+            probe=1,
+            signin_per_hash_thread=2,
+            legit=1,
+            flood=2,
+            long_chains=2,
         ),
     },
 }

@@ -27,6 +27,13 @@ class LoadSpec:
     With `token_file`, each request is POST {"refreshToken": <token>} with the next unused
     token of the file, then the successors the responses return: every request presents a
     token never presented before, so every request is a real rotation.
+
+    With `access_tokens`, each request sends the next access token of that file in
+    `x-access-token` (the file is read in order; `details["repeated"]` counts requests
+    that had to start it over). With `junk_paths`, each request is POST {"refreshToken":
+    <random>} to the next of these paths. With `forwarded`, (first IPv4 address, pool
+    size), each request carries the next address of the pool in X-Forwarded-For. Statuses
+    in `expected` are answers, not errors (a flood's 403s and 429s).
     """
 
     name: str
@@ -38,16 +45,27 @@ class LoadSpec:
     headers: tuple[tuple[str, str], ...] = ()
     body: str | None = None
     token_file: Path | None = None
+    access_tokens: Path | None = None
+    junk_paths: tuple[str, ...] = ()
+    forwarded: tuple[str, int] | None = None
+    expected: tuple[int, ...] = ()
+
+    @property
+    def presents_tokens(self) -> bool:
+        """Each request uses up tokens of a file: a warm-up would need its own."""
+        return self.token_file is not None or self.access_tokens is not None
 
     def all_headers(self) -> tuple[tuple[str, str], ...]:
-        if self.body is not None or self.token_file is not None:
+        if self.body is not None or self.token_file is not None or self.junk_paths:
             return (*self.headers, ("Content-Type", "application/json"))
         return self.headers
 
 
 @dataclass
 class LoadResult:
-    """Latencies in milliseconds; `errors` counts non-2xx answers and socket errors."""
+    """Latencies in milliseconds; `errors` counts socket errors and 4xx/5xx answers whose
+    status is not in the spec's `expected`. `details["limited"]` counts 429 answers
+    (wrk looks at statuses only for specs with `expected` or `token_file`)."""
 
     name: str
     generator: str

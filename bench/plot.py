@@ -16,7 +16,7 @@ from .report import PHASE_TITLES, Results, header
 
 
 def plot(results: Results, path: Path) -> None:
-    figure, axes = plt.subplots(2, 3, figsize=(16, 9))
+    figure, axes = plt.subplots(3, 4, figsize=(20, 13))
     panels: list[tuple[str, Callable[[Axes, dict], None]]] = [
         ("protected", _protected),
         ("signin", _signin),
@@ -24,7 +24,14 @@ def plot(results: Results, path: Path) -> None:
         ("refresh", _refresh),
         ("purge", _purge),
         ("workers", _workers),
+        ("uncached", _uncached),
+        ("limits", _limits),
+        ("revocation", _revocation),
+        ("flood", _flood),
+        ("longlived", _longlived),
     ]
+    for ax in axes.flat[len(panels) :]:
+        ax.axis("off")
     for number, (ax, (key, draw)) in enumerate(
         zip(axes.flat, panels, strict=False), start=1
     ):
@@ -59,8 +66,22 @@ def _protected(ax: Axes, data: dict) -> None:
     )
 
 
+def _uncached(ax: Axes, data: dict) -> None:
+    _bars(
+        ax,
+        ["bare aiohttp", "a new token\nevery request"],
+        [data["bare"]["rps"], data["auth"]["rps"]],
+        "req/s",
+    )
+
+
 def _signin(ax: Axes, data: dict) -> None:
-    _bars(ax, ["bcrypt bound", "sign-in"], [data["bound"], data["rps"]], "req/s")
+    _bars(
+        ax,
+        [f"bcrypt bound\n({data['cores']} cores)", "sign-in"],
+        [data["bound"], data["rps"]],
+        "req/s",
+    )
 
 
 def _storm(ax: Axes, data: dict) -> None:
@@ -114,3 +135,42 @@ def _workers(ax: Axes, data: dict) -> None:
             labels.append(f"{route}\n{workers} worker{'s' if workers != '1' else ''}")
             values.append(rps)
     _bars(ax, labels, values, "req/s")
+
+
+def _limits(ax: Axes, data: dict) -> None:
+    _bars(
+        ax,
+        ["bare aiohttp", "refresh,\nlimits off", "refresh,\nlimits on"],
+        [data["bare"]["rps"], data["off"]["rps"], data["on"]["rps"]],
+        "req/s",
+    )
+    ax.set_yscale("log")
+
+
+def _revocation(ax: Axes, data: dict) -> None:
+    labels, values = [], []
+    for backend, figures in data.items():
+        labels += [f"{backend}\np50", f"{backend}\np99"]
+        values += [figures["p50_ms"], figures["p99_ms"]]
+    _bars(ax, labels, values, "sign-out on A to token_revoked on B, ms")
+    ax.axhline(100, color="red", linewidth=0.8, linestyle=":")
+
+
+def _flood(ax: Axes, data: dict) -> None:
+    labels, values = [], []
+    for backend, figures in data.items():
+        labels += [f"{backend}\nalone", f"{backend}\nunder flood"]
+        values += [figures["alone"]["p99_ms"], figures["under"]["p99_ms"]]
+    _bars(ax, labels, values, "valid refresh p99, ms")
+
+
+def _longlived(ax: Axes, data: dict) -> None:
+    labels, values = [], []
+    for backend, figures in data.items():
+        fresh = sum(p["rps"] for p in figures["fresh"]) / len(figures["fresh"])
+        labels += [
+            f"{backend}\nfresh",
+            f"{backend}\n{figures['rotations']:,} rotations",
+        ]
+        values += [fresh, figures["long"]["rps"]]
+    _bars(ax, labels, values, "refresh req/s")

@@ -8,11 +8,13 @@ competes with the server for CPU. Run as `python -m bench.pyload '<job json>'`.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import multiprocessing
 import multiprocessing.synchronize
 import re
 import resource
+import secrets
 import signal
 import subprocess
 import sys
@@ -44,6 +46,7 @@ class PythonGenerator:
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
+            preexec_fn=_hold_sigint,
         )
         return LoadRun(spec, "python", process)
 
@@ -51,8 +54,18 @@ class PythonGenerator:
         pass
 
 
+def _hold_sigint() -> None:
+    """Start the generator with SIGINT blocked: a stop sent while the interpreter still
+    starts stays pending (the mask survives exec) instead of killing it with no result;
+    `main` unblocks it once its handler is in place."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
 def job_of(spec: LoadSpec, processes: int) -> dict:
     url = urlsplit(spec.url)
+    forwarded = None
+    if spec.forwarded:
+        forwarded = [int(ipaddress.IPv4Address(spec.forwarded[0])), spec.forwarded[1]]
     return {
         "host": url.hostname,
         "port": url.port,
@@ -61,6 +74,10 @@ def job_of(spec: LoadSpec, processes: int) -> dict:
         "headers": list(spec.all_headers()),
         "body": spec.body,
         "token_file": str(spec.token_file) if spec.token_file else None,
+        "access_tokens": str(spec.access_tokens) if spec.access_tokens else None,
+        "junk_paths": list(spec.junk_paths),
+        "forwarded": forwarded,
+        "expected": list(spec.expected),
         "duration": spec.duration,
         "connections": spec.connections,
         "processes": processes,
@@ -68,32 +85,66 @@ def job_of(spec: LoadSpec, processes: int) -> dict:
 
 
 class Requests:
-    """The bytes of each next request: fixed, or a refresh with the next fresh token."""
+    """The bytes of each next request: fixed, or built per request (see LoadSpec)."""
 
     def __init__(self, job: dict, index: int) -> None:
-        head = f"{job['method']} {job['path']} HTTP/1.1\r\nHost: {job['host']}:{job['port']}\r\n"
-        head += "".join(f"{name}: {value}\r\n" for name, value in job["headers"])
-        self._head = head.encode()
-        self._fixed = self._with_body(
-            job["body"].encode() if job["body"] is not None else None
-        )
+        self._job, self._index, self._share = job, index, job["processes"]
+        self._headers = "".join(
+            f"{name}: {value}\r\n" for name, value in job["headers"]
+        ).encode()
+        self._body = job["body"].encode() if job["body"] is not None else None
+        self._fixed = self._build(job["method"], job["path"], b"", self._body)
         self.tokens: deque[bytes] | None = None
+        self.access: list[bytes] | None = None
         self._last = b""
+        self.sent = 0
+        self.repeated = 0
         if job["token_file"]:
-            lines = Path(job["token_file"]).read_bytes().split()
-            self.tokens = deque(lines[index :: job["processes"]])
+            self.tokens = deque(self._lines(job["token_file"]))
+        if job["access_tokens"]:
+            self.access = self._lines(job["access_tokens"])
 
-    def _with_body(self, body: bytes | None) -> bytes:
+    def _lines(self, path: str) -> list[bytes]:
+        return Path(path).read_bytes().split()[self._index :: self._share]
+
+    def _build(self, method: str, path: str, extra: bytes, body: bytes | None) -> bytes:
+        job = self._job
+        head = f"{method} {path} HTTP/1.1\r\nHost: {job['host']}:{job['port']}\r\n"
+        head_bytes = head.encode() + self._headers + extra
         if body is None:
-            return self._head + b"\r\n"
-        return self._head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+            return head_bytes + b"\r\n"
+        return head_bytes + b"Content-Length: %d\r\n\r\n" % len(body) + body
 
     def next(self) -> bytes:
-        if self.tokens is None:
-            return self._fixed
-        if self.tokens:
-            self._last = self.tokens.popleft()
-        return self._with_body(b'{"refreshToken": "' + self._last + b'"}')
+        job = self._job
+        self.sent += 1
+        extra = b""
+        if job["forwarded"]:
+            first, size = job["forwarded"]
+            at = first + (self.sent * self._share + self._index) % size
+            extra += (
+                b"X-Forwarded-For: %s\r\n" % str(ipaddress.IPv4Address(at)).encode()
+            )
+        if self.access is not None:
+            if self.sent > len(self.access):
+                self.repeated += 1
+            token = self.access[(self.sent - 1) % len(self.access)]
+            extra += b"x-access-token: " + token + b"\r\n"
+            return self._build(job["method"], job["path"], extra, None)
+        if self.tokens is not None:
+            if self.tokens:
+                self._last = self.tokens.popleft()
+            else:
+                self.repeated += 1
+            body = b'{"refreshToken": "' + self._last + b'"}'
+            return self._build(job["method"], job["path"], extra, body)
+        if job["junk_paths"]:
+            path = job["junk_paths"][self.sent % len(job["junk_paths"])]
+            body = b'{"refreshToken": "' + secrets.token_hex(22)[:43].encode() + b'"}'
+            return self._build("POST", path, extra, body)
+        if extra:
+            return self._build(job["method"], job["path"], extra, self._body)
+        return self._fixed
 
     def answered(self, status: int, body: bytes) -> None:
         """Keep the successor a refresh returned: the next fresh token."""
@@ -151,6 +202,7 @@ def content_length(head: bytes) -> int:
 
 @dataclass
 class Tally:
+    expected: frozenset[int] = frozenset()
     latencies_us: list[int] = field(default_factory=list)
     errors: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
@@ -158,7 +210,7 @@ class Tally:
     def record(self, started_ns: int, status: int) -> None:
         self.latencies_us.append((time.perf_counter_ns() - started_ns) // 1000)
         self.statuses[status] = self.statuses.get(status, 0) + 1
-        if status >= 400:
+        if status >= 400 and status not in self.expected:
             self.errors += 1
 
 
@@ -191,7 +243,8 @@ async def drive(job: dict, index: int, stop: multiprocessing.synchronize.Event) 
     """This process's share of the connections, until the duration is over or `stop`."""
     share = job["connections"] // job["processes"]
     share += index < job["connections"] % job["processes"]
-    requests, tally, running = Requests(job, index), Tally(), [True]
+    requests, running = Requests(job, index), [True]
+    tally = Tally(frozenset(job["expected"]))
     started = time.monotonic()
     tasks = [
         asyncio.create_task(drive_connection(job, requests, tally, running))
@@ -211,6 +264,7 @@ async def drive(job: dict, index: int, stop: multiprocessing.synchronize.Event) 
         "latencies_us": tally.latencies_us,
         "errors": tally.errors,
         "statuses": tally.statuses,
+        "repeated": requests.repeated,
     }
 
 
@@ -248,7 +302,11 @@ def merge(results: list[dict]) -> dict:
         "max_us": latencies[-1] if latencies else 0,
         "mean_us": sum(latencies) / len(latencies) if latencies else 0,
         "cpu_s": sum(r["cpu_s"] for r in results),
-        "details": {"statuses": statuses},
+        "details": {
+            "statuses": statuses,
+            "limited": statuses.get("429", 0),
+            "repeated": sum(r["repeated"] for r in results),
+        },
     }
 
 
@@ -257,6 +315,7 @@ def main(argv: list[str]) -> None:
     context = multiprocessing.get_context("fork")
     stop = context.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # see _hold_sigint
     pipes, workers = [], []
     for index in range(job["processes"]):
         receiver, sender = context.Pipe(duplex=False)

@@ -18,6 +18,11 @@ PHASE_TITLES = {
     4: "Refresh with rotation vs stored tokens",
     5: "Purge under load",
     6: "Workers",
+    7: "Protected route, uncached, vs bare aiohttp",
+    8: "Refresh with rate limits on",
+    9: "Revocation across instances",
+    10: "Valid refreshes under a junk flood",
+    11: "Long-lived sessions",
 }
 
 
@@ -71,7 +76,7 @@ def table(results: Results) -> str:
     rows = [
         ["#", "figure", "measured", "reference (same run)", "ratio", "target", "pass"]
     ]
-    for f in results.figures:
+    for f in sorted(results.figures, key=lambda figure: figure.phase):
         ratio = f"{f.ratio:.2f}" if f.ratio is not None else "-"
         rows.append(
             [str(f.phase), f.title, f.value, f.reference or "-", ratio, f.target or "-"]

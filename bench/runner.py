@@ -18,7 +18,7 @@ from .config import BenchConfig
 from .load import Generator, LoadResult, LoadRun, LoadSpec, pick_generator
 from .profile import Profiler
 from .report import Figure, Results
-from .servers import Server
+from .servers import Server, bare_server
 
 logger = logging.getLogger("bench")
 
@@ -35,19 +35,32 @@ class Bench:
             k: str(v) if isinstance(v, Path) else v for k, v in _shallow(config)
         }
         self.results = Results(machine.describe(self.generator.name), config_dict)
+        self._servers = contextlib.ExitStack()
+        self._bare: Server | None = None
 
     def close(self) -> None:
-        self.generator.close()
+        try:
+            self._servers.close()
+        finally:
+            self.generator.close()
+
+    def bare(self) -> Server:
+        """The bare aiohttp reference app, started at first use and kept until the run
+        ends (idle between the phases that measure it): one start instead of one per
+        phase."""
+        if self._bare is None or self._bare.process.poll() is not None:
+            self._bare = self._servers.enter_context(bare_server(self.workdir))
+        return self._bare
 
     # measuring
 
     def measure(
         self, spec: LoadSpec, server: Server, *, warm: bool = True, settle: bool = True
     ) -> LoadResult:
-        """Warm up (unless `warm` is False or the spec presents tokens), wait for the
+        """Warm up (unless `warm` is False or the spec uses up tokens), wait for the
         server to be idle (unless `settle` is False: a load runs beside this one), then
         measure, charging the server's CPU over the measurement to the result."""
-        if warm and self.config.warmup > 0 and spec.token_file is None:
+        if warm and self.config.warmup > 0 and not spec.presents_tokens:
             self.start(dataclasses.replace(spec, duration=self.config.warmup)).result()
         if settle:
             server.wait_idle()

@@ -1,7 +1,7 @@
 """Filling a store fast, straight through the backend's connection: the storage layer makes
 the schema and the user, then sessions and refresh tokens go in by the hundred thousand
-(executemany in one transaction on SQLite, COPY on PostgreSQL). Seeding through the HTTP
-API would take hours at 1M tokens.
+(executemany by 100k rows a transaction through the standard sqlite3 module on SQLite, COPY
+on PostgreSQL). Seeding through the HTTP API would take hours at 1M tokens.
 
 Refresh tokens have known plaintexts, `token(prefix, i)`; the store holds what the server
 would, sha256(token) as raw bytes (server/tokens.py RefreshTokens.digest). Each token has a
@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import os
 import secrets
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -33,6 +34,8 @@ CHUNK = 100_000
 LIVE_TTL = 30 * 86400
 SESSION_COLUMNS = ("id", "user_id", "created_at", "expires_at")
 TOKEN_COLUMNS = ("token_hash", "session_id")
+CHAIN_TOKEN_COLUMNS = ("token_hash", "session_id", "retired_at", "successor_hash")
+CHAIN_STEP_S = 10  # a long session's rotations: one every 10 s up to now
 SEED_CACHE_KIB = 262_144  # SQLite page cache while seeding: index pages stay in memory
 
 
@@ -105,21 +108,64 @@ async def add_sessions(
     now = int(time.time())
     expires_at = now - 3600 if expired else now + LIVE_TTL
     if store.backend == "postgres":
-        await _copy_postgres(
-            store.location, user_id, prefix, start, stop, now, expires_at
-        )
+        for low in range(start, stop, CHUNK):  # a chunk's rows at a time: 1M is a lot
+            rows = _rows(user_id, prefix, low, min(stop, low + CHUNK), now, expires_at)
+            await _copy_postgres(store.location, _tables(*rows))
+        await _settle_postgres(store.location)
     else:
-        await _insert_sqlite(store, user_id, prefix, start, stop, now, expires_at)
+        rows = _rows(user_id, prefix, start, stop, now, expires_at)
+        await asyncio.to_thread(_insert_sqlite, store.location, _tables(*rows))
     return time.perf_counter() - began
+
+
+async def add_chains(
+    store: Store, user_id: str, chains: int, rotations: int
+) -> list[str]:
+    """`chains` sessions, each rotated `rotations` times: that many retired tokens linked
+    by `successor_hash`, as the server leaves them, retired one every CHAIN_STEP_S seconds
+    up to now, then one current token. Returns the current tokens' plaintexts."""
+    now = int(time.time())
+    sessions, tokens, current = [], [], []
+    for _ in range(chains):
+        prefix, session_id = new_prefix(), uuid.uuid4().hex
+        created = now - (rotations + 1) * CHAIN_STEP_S
+        sessions.append((session_id, user_id, created, now + LIVE_TTL))
+        digests = [_digest(token(prefix, i)) for i in range(rotations + 1)]
+        for i in range(rotations):
+            retired_at = created + (i + 1) * CHAIN_STEP_S
+            tokens.append((digests[i], session_id, retired_at, digests[i + 1]))
+        tokens.append((digests[rotations], session_id, None, None))
+        current.append(token(prefix, rotations))
+    tokens.sort()
+    if store.backend == "postgres":
+        await _copy_postgres(store.location, [("sessions", SESSION_COLUMNS, sessions)])
+        for low in range(0, len(tokens), CHUNK):
+            part = tokens[low : low + CHUNK]
+            await _copy_postgres(
+                store.location, [("refresh_tokens", CHAIN_TOKEN_COLUMNS, part)]
+            )
+        await _settle_postgres(store.location)
+    else:
+        tables = [
+            ("sessions", SESSION_COLUMNS, sessions),
+            ("refresh_tokens", CHAIN_TOKEN_COLUMNS, tokens),
+        ]
+        await asyncio.to_thread(_insert_sqlite, store.location, tables)
+    return current
+
+
+Table = tuple[str, tuple[str, ...], list[tuple]]
+
+
+def _digest(plaintext: str) -> bytes:
+    return hashlib.sha256(plaintext.encode()).digest()
 
 
 def _rows(
     user_id: str, prefix: str, start: int, stop: int, now: int, expires_at: int
 ) -> tuple[list[tuple], list[tuple]]:
     """Session and token rows, sorted by key so that indexes are built in order."""
-    digests = sorted(
-        hashlib.sha256(token(prefix, i).encode()).digest() for i in range(start, stop)
-    )
+    digests = sorted(_digest(token(prefix, i)) for i in range(start, stop))
     sessions, tokens = [], []
     for digest in digests:
         session_id = digest[:16].hex()
@@ -128,35 +174,30 @@ def _rows(
     return sessions, tokens
 
 
-async def _insert_sqlite(
-    store: Store,
-    user_id: str,
-    prefix: str,
-    start: int,
-    stop: int,
-    now: int,
-    expires_at: int,
-) -> None:
-    storage = open_storage(store)
-    await storage.open()
+def _tables(sessions: list[tuple], tokens: list[tuple]) -> list[Table]:
+    return [
+        ("sessions", SESSION_COLUMNS, sessions),
+        ("refresh_tokens", TOKEN_COLUMNS, tokens),
+    ]
+
+
+def _insert_sqlite(path: str, tables: list[Table]) -> None:
+    """Insert by CHUNK rows a transaction, through a connection of our own (the standard
+    sqlite3 module: the storage layer made the schema, its internals are its own), then
+    checkpoint and fsync so that the next measurement does not pay for this writeback."""
+    db = sqlite3.connect(path, isolation_level=None, timeout=60)
     try:
-        db = storage.db  # the backend's own aiosqlite connection
-        await db.execute(f"PRAGMA cache_size = -{SEED_CACHE_KIB}")
-        await db.execute("PRAGMA synchronous = OFF")
-        sessions, tokens = _rows(user_id, prefix, start, stop, now, expires_at)
-        for low in range(0, len(sessions), CHUNK):
-            await db.execute("BEGIN IMMEDIATE")
-            await db.executemany(
-                _insert_sql("sessions", SESSION_COLUMNS), sessions[low : low + CHUNK]
-            )
-            await db.executemany(
-                _insert_sql("refresh_tokens", TOKEN_COLUMNS), tokens[low : low + CHUNK]
-            )
-            await db.execute("COMMIT")
-        await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.execute(f"PRAGMA cache_size = -{SEED_CACHE_KIB}")
+        db.execute("PRAGMA synchronous = OFF")
+        for table, columns, rows in tables:
+            for low in range(0, len(rows), CHUNK):
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(_insert_sql(table, columns), rows[low : low + CHUNK])
+                db.execute("COMMIT")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
-        await storage.close()
-    await asyncio.to_thread(_fsync, store.location)
+        db.close()
+    _fsync(path)
 
 
 def _fsync(path: str) -> None:
@@ -170,38 +211,32 @@ def _fsync(path: str) -> None:
 
 
 def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+    marks = ", ".join("?" * len(columns))
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
 
 
-async def _copy_postgres(
-    dsn: str,
-    user_id: str,
-    prefix: str,
-    start: int,
-    stop: int,
-    now: int,
-    expires_at: int,
-) -> None:
+async def _copy_postgres(dsn: str, tables: list[Table]) -> None:
+    """COPY the rows in, one transaction."""
     import asyncpg
 
     conn = await asyncpg.connect(dsn)
     try:
-        for low in range(start, stop, CHUNK):
-            sessions, tokens = _rows(
-                user_id, prefix, low, min(stop, low + CHUNK), now, expires_at
-            )
-            async with conn.transaction():
-                await conn.copy_records_to_table(
-                    "sessions", records=sessions, columns=SESSION_COLUMNS
-                )
-                await conn.copy_records_to_table(
-                    "refresh_tokens", records=tokens, columns=TOKEN_COLUMNS
-                )
+        async with conn.transaction():
+            for table, columns, rows in tables:
+                await conn.copy_records_to_table(table, records=rows, columns=columns)
+    finally:
+        await conn.close()
+
+
+async def _settle_postgres(dsn: str) -> None:
+    """Fresh statistics, and the seeding's writeback done before the next measurement."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
         await conn.execute("ANALYZE sessions; ANALYZE refresh_tokens")
         with contextlib.suppress(asyncpg.PostgresError):  # needs a superuser
-            await conn.execute(
-                "CHECKPOINT"
-            )  # not in the middle of the next measurement
+            await conn.execute("CHECKPOINT")
     finally:
         await conn.close()
 

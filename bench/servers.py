@@ -80,11 +80,31 @@ def auth_env(
 @contextlib.contextmanager
 def auth_server(name: str, env: Mapping[str, str], workdir: Path) -> Iterator[Server]:
     """`python run.py` with `env` (from `auth_env`), ready to serve, stopped on exit."""
-    port = int(env["AUTH_SERVER_PORT"])
-    workers = int(env.get("AUTH_SERVER_WORKERS", "1"))
-    command = [sys.executable, str(REPO / "run.py")]
-    with _started(name, command, dict(env), workdir, port, workers) as server:
+    with auth_servers([(name, env)], workdir) as (server,):
         yield server
+
+
+@contextlib.contextmanager
+def auth_servers(
+    named_envs: list[tuple[str, Mapping[str, str]]], workdir: Path
+) -> Iterator[list[Server]]:
+    """Several auth servers started at once (their starts overlap: a second or so each
+    saved), all ready, all stopped on exit. On one database, make its schema first."""
+    with contextlib.ExitStack() as stack:
+        starting = [
+            stack.enter_context(
+                _spawned(
+                    name,
+                    [sys.executable, str(REPO / "run.py")],
+                    dict(env),
+                    workdir,
+                    int(env["AUTH_SERVER_PORT"]),
+                    int(env.get("AUTH_SERVER_WORKERS", "1")),
+                )
+            )
+            for name, env in named_envs
+        ]
+        yield [_ready(server) for server in starting]
 
 
 @contextlib.contextmanager
@@ -121,6 +141,20 @@ def _started(
     port: int,
     workers: int,
 ) -> Iterator[Server]:
+    with _spawned(name, command, env, workdir, port, workers) as server:
+        yield _ready(server)
+
+
+@contextlib.contextmanager
+def _spawned(
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    workdir: Path,
+    port: int,
+    workers: int,
+) -> Iterator[Server]:
+    """The process started, not yet ready; stopped (its whole group) on exit."""
     log = workdir / f"{name}-{port}.log"
     with open(
         log, "wb"
@@ -135,9 +169,19 @@ def _started(
             start_new_session=True,
         )
     try:
-        procs.wait_ready(process, port, "/api/test/all", log, listening=workers)
-        yield Server(
-            name, port, process, env, log, workers, procs.tree_pids(process.pid)
-        )
+        yield Server(name, port, process, env, log, workers)
     finally:
         procs.stop_group(process)
+
+
+def _ready(server: Server) -> Server:
+    """Wait until it serves; its process tree is known from then on."""
+    procs.wait_ready(
+        server.process,
+        server.port,
+        "/api/test/all",
+        server.log,
+        listening=server.workers,
+    )
+    server.pids = procs.tree_pids(server.process.pid)
+    return server

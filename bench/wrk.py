@@ -3,6 +3,7 @@ a fraction of a core, so on a 2-core machine the server, not the generator, satu
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import subprocess
 import tempfile
@@ -54,10 +55,19 @@ class WrkGenerator:
 
 def render_script(spec: LoadSpec, threads: int) -> str:
     token_file = str(spec.token_file) if spec.token_file else None
+    access_file = str(spec.access_tokens) if spec.access_tokens else None
     values = {
         "__METHOD__": lua_string(spec.method),
         "__BODY__": lua_string(spec.body),
         "__TOKEN_FILE__": lua_string(token_file),
+        "__ACCESS_FILE__": lua_string(access_file),
+        "__JUNK_PATHS__": lua_table([lua_string(p) for p in spec.junk_paths]),
+        "__FORWARDED__": lua_table(
+            [str(first_address(spec.forwarded)), str(spec.forwarded[1])]
+            if spec.forwarded
+            else []
+        ),
+        "__EXPECTED__": lua_table([f"[{status}] = true" for status in spec.expected]),
         "__THREADS__": str(threads),
     }
     text = TEMPLATE.read_text()
@@ -74,6 +84,16 @@ def lua_string(value: str | None) -> str:
     while f"]{'=' * level}]" in value:
         level += 1
     return f"[{'=' * level}[{value}]{'=' * level}]"
+
+
+def lua_table(items: list[str]) -> str:
+    """A Lua table constructor of these items, or nil for none."""
+    return "{" + ", ".join(items) + "}" if items else "nil"
+
+
+def first_address(forwarded: tuple[str, int] | None) -> int:
+    assert forwarded is not None
+    return int(ipaddress.IPv4Address(forwarded[0]))
 
 
 def version(executable: str) -> str:

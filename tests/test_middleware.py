@@ -6,6 +6,7 @@ import time
 
 import jwt
 import pytest
+from multidict import CIMultiDict
 
 from server import clock, keys
 from tests.conftest import TEST_SECRET, Api, MakeApi, expect_error, make_admin_token
@@ -159,3 +160,31 @@ async def test_default_leeway_accepts_small_clock_skew(api: Api) -> None:
         headers={"kid": _kid(api)},
     )
     assert (await api.get("/api/test/user", token)).status == 200
+
+
+async def test_two_different_tokens_are_refused(api: Api) -> None:
+    """A proxy in front of us may check one header and we the other: refuse rather
+    than pick one."""
+    first = (await api.user())["accessToken"]
+    second = (await api.user())["accessToken"]
+    cases = [
+        [("x-access-token", first), ("Authorization", f"Bearer {second}")],
+        [("x-access-token", "not-a-token"), ("Authorization", f"Bearer {first}")],
+        [("x-access-token", first), ("x-access-token", second)],
+        [("Authorization", f"Bearer {first}"), ("Authorization", f"Bearer {second}")],
+    ]
+    for headers in cases:
+        response = await api.client.get("/api/test/user", headers=CIMultiDict(headers))
+        await expect_error(response, 401, UNAUTHORIZED, "token_invalid")
+        assert response.headers["WWW-Authenticate"] == WWW_AUTHENTICATE
+
+
+async def test_the_same_token_twice_is_one_token(api: Api) -> None:
+    token = (await api.user())["accessToken"]
+    for headers in (
+        [("x-access-token", token), ("Authorization", f"Bearer {token}")],
+        [("x-access-token", token), ("x-access-token", token)],
+        [("x-access-token", ""), ("Authorization", f"Bearer {token}")],
+    ):
+        response = await api.client.get("/api/test/user", headers=CIMultiDict(headers))
+        assert (response.status, await response.text()) == (200, "User Content.")

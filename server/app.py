@@ -13,10 +13,9 @@ from aiohttp import web
 
 from storage import Storage, create_storage
 
-from . import clock, keys, signing_keys
+from . import clock, keys, keywatch, signing_keys
 from .clientaddr import parse_networks
 from .cors import cors_middleware
-from .events import log_event
 from .middleware import api_middleware
 from .openapi import build_document
 from .passwords import PasswordHasher
@@ -28,7 +27,6 @@ from .settings import Settings
 from .tokens import AccessTokens, RefreshTokens
 
 logger = logging.getLogger("auth.server")
-KEY_RELOAD_SECONDS = 30
 SUCCESSOR_SECRET = "refresh-successor-key"
 
 
@@ -89,33 +87,8 @@ async def _tokens_ctx(app: web.Application) -> AsyncIterator[None]:
         SUCCESSOR_SECRET, secrets.token_bytes(32)
     )
     app[keys.REFRESH_TOKENS] = RefreshTokens(successor_key)
-    async with _running(_maintain_keys(app)):
+    async with _running(keywatch.maintain_keys(settings, app[keys.ACCESS_TOKENS])):
         yield
-
-
-async def _maintain_keys(app: web.Application) -> None:
-    """Pick up keys rotated by `run.py rotate-key` or another worker, drop expired ones,
-    and rotate on schedule when `tokens.key_rotation_days` is set."""
-    settings = app[keys.SETTINGS]
-    tokens = app[keys.ACCESS_TOKENS]
-    max_age = settings.tokens.key_rotation_days * 86400
-    while True:
-        await asyncio.sleep(KEY_RELOAD_SECONDS)
-        try:
-            if max_age and not signing_keys.is_configured(settings.tokens):
-                before = tokens.ring.current.kid
-                ring = await asyncio.to_thread(
-                    signing_keys.rotate, settings, None, max_age
-                )
-                if ring.current.kid != before:
-                    log_event(
-                        "key_rotated", level=logging.WARNING, kid=ring.current.kid
-                    )
-            else:
-                ring = await asyncio.to_thread(signing_keys.load_key_ring, settings)
-            tokens.ring = ring
-        except Exception:
-            logger.exception("reloading signing keys failed")
 
 
 async def _revocations_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -34,6 +34,8 @@ class ServerSettings:
     trusted_proxies: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
+    body_timeout: float = 30.0
+    max_connections: int = 1000
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ class TokenSettings:
     revocation_poll: float = 1.0
     key_rotation_days: float = 0
     verify_cache_size: int = 10000
+    key_reload_interval: float = 10.0
+    jwks_max_age: int = 20
 
     @property
     def expiry_leeway(self) -> int:
@@ -278,6 +282,16 @@ def validate(settings: Settings) -> None:
             settings.purge.interval > 0 and settings.purge.batch_size > 0,
             "purge settings must be positive",
         ),
+        (settings.server.body_timeout > 0, "server.body_timeout must be positive"),
+        (
+            settings.server.max_connections >= 1,
+            "server.max_connections must be at least 1",
+        ),
+        (
+            tokens.key_reload_interval > 0,
+            "tokens.key_reload_interval must be positive",
+        ),
+        (tokens.jwks_max_age >= 0, "tokens.jwks_max_age must be >= 0"),
     ]
     for ok, message in checks:
         if not ok:

@@ -1,0 +1,577 @@
+"""The HTTP edge: connections before and around the app, the same under one process and
+under gunicorn workers.
+
+- A request body must arrive within `server.body_timeout` of its headers: then the body
+  read raises `BodyTimeout` (the middleware answers 408) and the connection closes.
+  Headers themselves, and idle keep-alive connections, get KEEPALIVE_TIMEOUT (aiohttp's
+  idle timer covers both).
+- A client that closes the connection while its request is handled makes the body read
+  raise `ClientDisconnected` (a quiet 400 nobody reads), never ConnectionResetError (an
+  "unhandled error" traceback and a 500 in the log); mid-body, one short line is logged.
+- At most `server.max_connections` connections per process (lowered to what the open-file
+  limit leaves room for). At the cap, the oldest idle connection (or one whose body has
+  stalled) is closed to admit the new one; when none can go, accepting pauses and new
+  connections wait in the listen queue, served first-come as others close.
+- Running out of file descriptors anyway pauses accepting briefly and logs one line per
+  LOG_INTERVAL (asyncio's own accept loop logs a traceback per failed attempt).
+- aiohttp's parser errors (oversized or too many headers, a malformed request line)
+  answer `{"message", "code": "bad_request"}` with our Server header: never aiohttp's
+  version, never the request's bytes.
+
+aiohttp offers no setting for these, so `EdgeRunner` builds `EdgeServer` (a `web.Server`
+whose connections are `EdgeRequestHandler`s) and `EdgeSite` runs the accept loop with
+asyncio's public `add_reader` and `connect_accepted_socket`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import resource
+import select
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+
+from .settings import ServerSettings
+
+logger = logging.getLogger("auth.server")
+KEEPALIVE_TIMEOUT = 75.0  # idle keep-alive connections and unfinished headers
+LISTEN_BACKLOG = 1024
+ACCEPT_BURST = 64  # connections accepted per wake-up of the listening socket
+ACCEPT_RETRY = 0.5  # seconds before accepting again after running out of descriptors
+RESERVED_FDS = 64  # descriptors kept for the database, key files, logs, hashing
+LOG_INTERVAL = 10.0
+FRESH_GRACE = 1.0  # at shutdown: how long a just-accepted connection may take to ask
+DRAIN_STEP = 0.01
+STALLED_AFTER = 1.0  # a body still incomplete this long may be closed at the cap
+RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+EDGE_HEADERS = {
+    "Server": "auth-server",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def _error_text(message: str) -> str:
+    return json.dumps({"message": message, "code": "bad_request"})
+
+
+class BodyTimeout(web.HTTPRequestTimeout):
+    """Raised by the body read: the body did not arrive within `server.body_timeout`."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            text=_error_text("Request body not received in time"),
+            content_type="application/json",
+        )
+
+
+class ClientDisconnected(web.HTTPBadRequest):
+    """Raised by the body read: the client closed the connection. A 4xx, so that the
+    middleware renders it quietly; nobody is left to read it."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            text=_error_text("Client closed the connection"),
+            content_type="application/json",
+        )
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    body_timeout: float
+    max_connections: int
+
+    @classmethod
+    def from_settings(cls, server: ServerSettings) -> EdgeLimits:
+        return cls(server.body_timeout, effective_max_connections(server))
+
+
+def effective_max_connections(server: ServerSettings) -> int:
+    """`server.max_connections`, lowered so that connections alone never exhaust the
+    open-file limit (each takes one descriptor; RESERVED_FDS stay for the rest)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return server.max_connections
+    return max(1, min(server.max_connections, soft - RESERVED_FDS))
+
+
+class ThrottledLog:
+    """One line per kind per `interval` at most, saying how many were left out: a flood
+    of clients must not become a flood of log lines."""
+
+    def __init__(self, interval: float = LOG_INTERVAL) -> None:
+        self._interval = interval
+        self._last: dict[str, float] = {}
+        self._skipped: dict[str, int] = {}
+
+    def __call__(self, kind: str, level: int, message: str, *args: object) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._last.get(kind, -self._interval) < self._interval:
+            self._skipped[kind] = self._skipped.get(kind, 0) + 1
+            return
+        self._last[kind] = now
+        skipped = self._skipped.pop(kind, 0)
+        if skipped:
+            message += f" (and {skipped} more in the last {self._interval:g} s)"
+        logger.log(level, message, *args)
+
+
+class EdgeRequestHandler(RequestHandler):
+    """aiohttp's connection protocol with a body deadline, quiet disconnects, and
+    parser errors in the contract's shape."""
+
+    def __init__(self, manager: EdgeServer, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self.edge = manager
+        self.opened = self._loop.time()
+        self.busy_since: float | None = None  # a request is being handled since then
+        self.asking_since: float | None = None  # bytes of a next request came then
+        self.served = 0
+        self._body: Any = None  # the payload of the request being handled
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.busy_since is None and self.asking_since is None:
+            self.asking_since = self._loop.time()
+        super().data_received(data)
+
+    def request_started(self, payload: Any) -> None:
+        """Called as aiohttp hands a request to the app: arm the body deadline unless
+        the body is already complete (or absent), which is the common case."""
+        self.busy_since = self._loop.time()
+        self.asking_since = None
+        if not payload.is_eof():
+            self._body = payload
+            self._deadline = self._loop.call_later(
+                self.edge.limits.body_timeout, self._body_overdue, payload
+            )
+
+    def _body_overdue(self, payload: Any) -> None:
+        self._deadline = None
+        if payload.is_eof() or self.busy_since is None:
+            return  # complete in time, or answered already (aiohttp's linger is bounded)
+        self.edge.log(
+            "body_timeout",
+            logging.INFO,
+            "request body from %s not received within %g s: 408, connection closed",
+            self._peer(),
+            self.edge.limits.body_timeout,
+        )
+        self.close()  # no further request on this connection; its bytes are ignored
+        payload.set_exception(BodyTimeout())
+        payload.feed_eof()  # nothing left to drain after the answer
+
+    def _request_done(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self._body = None
+        self.busy_since = None
+        self.served += 1
+
+    @property
+    def idle(self) -> bool:
+        """Between requests with nothing received: closing it loses nothing."""
+        return self.busy_since is None and self.asking_since is None
+
+    def stalled(self, now: float) -> bool:
+        """A request head, or a body, unfinished after STALLED_AFTER seconds."""
+        if self.busy_since is None:
+            started = self.asking_since
+            return started is not None and now - started > STALLED_AFTER
+        body = self._body
+        return (
+            body is not None
+            and not body.is_eof()
+            and now - self.busy_since > STALLED_AFTER
+        )
+
+    def evict(self) -> None:
+        """Close to make room; a handler waiting for the body ends quietly."""
+        if self._body is not None:
+            self._body.set_exception(ClientDisconnected())
+        self.force_close()
+
+    async def finish_response(
+        self, request: Any, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        try:
+            return await super().finish_response(request, resp, start_time)
+        finally:
+            self._request_done()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self.busy_since is not None and self._manager is not None:
+            if self._body is not None and not self._body.is_eof():
+                self.edge.log(
+                    "disconnect",
+                    logging.INFO,
+                    "client %s closed the connection before sending the whole body",
+                    self._peer(),
+                )
+            exc = ClientDisconnected()
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        super().connection_lost(exc)
+
+    def handle_error(
+        self,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """aiohttp's answer to a request its parser refused (or to an error that escaped
+        the app): our JSON shape and headers, no version, no echo, one short log line."""
+        if isinstance(exc, HttpProcessingError):
+            if 400 <= exc.code < 500:
+                status = exc.code
+            self.edge.log(
+                "malformed",
+                logging.WARNING,
+                "malformed request from %s: %s (%s)",
+                self._peer(),
+                type(exc).__name__,
+                status,
+            )
+            text = _parser_message(exc)
+        else:
+            if exc is not None:
+                self.log_exception("Error handling request", exc_info=exc)
+            text = HTTPStatus(status).phrase
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started; cannot send another")
+        body = {"message": text, "code": _code(status)}
+        response = web.json_response(body, status=status, headers=EDGE_HEADERS)
+        response.force_close()
+        return response
+
+    def _peer(self) -> str:
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+
+
+def _parser_message(exc: HttpProcessingError) -> str:
+    if isinstance(exc, LineTooLong):
+        return "Request line or header too long"
+    name = type(exc).__name__
+    if "Header" in name or "header" in str(exc.message)[:40]:
+        return "Malformed or too many request headers"
+    if name in ("BadStatusLine", "BadHttpMethod", "InvalidURLError"):
+        return "Malformed request line"
+    return "Malformed request"
+
+
+def _code(status: int) -> str:
+    if status == 413:
+        return "payload_too_large"
+    return "bad_request" if status < 500 else "internal_error"
+
+
+class EdgeServer(web.Server):
+    """aiohttp's connection factory, counting connections for the cap and closing the
+    oldest idle (or stalled) one to admit a new one."""
+
+    def __init__(self, *args: Any, limits: EdgeLimits, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = limits
+        self.log = ThrottledLog()
+        self._open: dict[EdgeRequestHandler, None] = {}  # oldest first
+        self._pending: set[int] = set()  # descriptors accepted, not connected yet
+        self._sites: list[EdgeSite] = []
+        app_factory = self.request_factory
+
+        def request_factory(
+            message: Any, payload: Any, protocol: Any, writer: Any, task: Any
+        ) -> web.BaseRequest:
+            request = app_factory(message, payload, protocol, writer, task)
+            protocol.request_started(payload)
+            return request
+
+        self.request_factory = request_factory
+
+    @classmethod
+    def adopt(cls, server: web.Server, limits: EdgeLimits) -> EdgeServer:
+        """The same server as `server` (the app's handler, request factory and handler
+        options), with the edge's connections."""
+        return cls(
+            server.request_handler,
+            request_factory=server.request_factory,
+            handler_cancellation=server.handler_cancellation,
+            loop=server._loop,
+            limits=limits,
+            **server._kwargs,
+        )
+
+    def __call__(self) -> EdgeRequestHandler:
+        return EdgeRequestHandler(self, loop=self._loop, **self._kwargs)
+
+    def connection_made(self, handler: RequestHandler, transport: Any) -> None:
+        super().connection_made(handler, transport)
+        self._open[handler] = None  # type: ignore[index]
+        sock = transport.get_extra_info("socket")
+        self._pending.discard(sock.fileno() if sock is not None else -1)
+
+    def connection_lost(
+        self, handler: RequestHandler, exc: BaseException | None = None
+    ) -> None:
+        super().connection_lost(handler, exc)
+        if handler in self._open:  # not already dropped by make_room
+            del self._open[handler]  # type: ignore[arg-type]
+            self._loop.call_soon(self._wake)
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._open) + len(self._pending)
+
+    def room(self) -> bool:
+        return self.open_connections < self.limits.max_connections
+
+    def make_room(self) -> bool:
+        """Close the oldest idle connection, else the oldest stalled one: True if one
+        was closed (it stops counting at once)."""
+        now = self._loop.time()
+        victim = next((h for h in self._open if h.idle), None)
+        kind = "idle"
+        if victim is None:
+            victim = next((h for h in self._open if h.stalled(now)), None)
+            kind = "stalled"
+        if victim is None:
+            return False
+        del self._open[victim]
+        self.log(
+            "evicted",
+            logging.INFO,
+            "connection cap (%d) reached: closed the oldest %s connection",
+            self.limits.max_connections,
+            kind,
+        )
+        victim.evict()
+        return True
+
+    def accept(self, conn: socket.socket) -> None:
+        conn.setblocking(False)
+        fd = conn.fileno()
+        self._pending.add(fd)
+        task = self._loop.create_task(self._loop.connect_accepted_socket(self, conn))
+        task.add_done_callback(lambda done: self._connected(done, conn, fd))
+
+    def _connected(self, task: asyncio.Task[Any], conn: socket.socket, fd: int) -> None:
+        if task.cancelled() or task.exception() is not None:
+            self._pending.discard(fd)
+            conn.close()
+            self._wake()
+
+    def add_site(self, site: EdgeSite) -> None:
+        self._sites.append(site)
+
+    def remove_site(self, site: EdgeSite) -> None:
+        if site in self._sites:
+            self._sites.remove(site)
+
+    def _wake(self) -> None:
+        for site in self._sites:
+            site.resume()
+
+    def pre_shutdown(self) -> None:
+        """Deferred to `shutdown`: first give fresh connections time to ask."""
+
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Stop gracefully: wait (up to FRESH_GRACE) for requests being handled and for
+        connections accepted just before the listener closed to send theirs, then close
+        the idle ones and wait for the rest as aiohttp does."""
+        fresh_since = self._loop.time() - FRESH_GRACE
+        for _ in range(round(FRESH_GRACE / DRAIN_STEP)):
+            if not any(h.busy_since is not None for h in self._open) and not any(
+                h.served == 0 and h.opened > fresh_since for h in self._open
+            ):
+                break
+            await asyncio.sleep(DRAIN_STEP)
+        super().pre_shutdown()
+        await super().shutdown(timeout)
+
+
+class EdgeRunner(web.AppRunner):
+    """`web.AppRunner` serving through `EdgeServer`, with our keep-alive timeout and no
+    access log."""
+
+    __slots__ = ("_limits",)
+
+    def __init__(self, app: web.Application, limits: EdgeLimits, **kwargs: Any) -> None:
+        kwargs.setdefault("access_log", None)
+        kwargs.setdefault("keepalive_timeout", KEEPALIVE_TIMEOUT)
+        super().__init__(app, **kwargs)
+        self._limits = limits
+
+    async def _make_server(self) -> web.Server:
+        return EdgeServer.adopt(await super()._make_server(), self._limits)
+
+
+class _Listener:
+    """What `web.BaseSite.stop` closes and `BaseRunner.addresses` lists."""
+
+    def __init__(self, site: EdgeSite) -> None:
+        self._site = site
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return [self._site.sock]
+
+    def close(self) -> None:
+        self._site.close()
+
+
+class EdgeSite(web.BaseSite):
+    """A listening socket (ours, or one gunicorn's arbiter shares) accepted by our own
+    loop: it pauses at the connection cap and when descriptors run out."""
+
+    __slots__ = ("_closed", "_edge", "_reading", "_retry", "sock")
+
+    def __init__(self, runner: web.BaseRunner, sock: socket.socket) -> None:
+        super().__init__(runner, backlog=LISTEN_BACKLOG)
+        self.sock = sock
+        self._edge: EdgeServer | None = None
+        self._reading = False
+        self._closed = False
+        self._retry: asyncio.TimerHandle | None = None
+
+    @property
+    def name(self) -> str:
+        host, port = self.sock.getsockname()[:2]
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        if not isinstance(server, EdgeServer):
+            raise TypeError("EdgeSite needs an EdgeRunner")
+        self._edge = server
+        self.sock.setblocking(False)
+        self._server = _Listener(self)  # type: ignore[assignment]
+        server.add_site(self)
+        self.resume()
+
+    def resume(self) -> None:
+        if self._closed or self._reading:
+            return
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._accept)
+        self._reading = True
+
+    def _pause(self) -> None:
+        if self._reading:
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self._reading = False
+
+    def close(self) -> None:
+        self._pause()
+        self._closed = True
+        if self._retry is not None:
+            self._retry.cancel()
+        if self._edge is not None:
+            self._edge.remove_site(self)
+        self.sock.close()
+
+    def _accept(self) -> None:
+        edge = self._edge
+        assert edge is not None
+        for _ in range(ACCEPT_BURST):
+            if edge.room():
+                pass
+            elif not _waiting(self.sock):
+                return  # nobody asks for now; the next arrival wakes us again
+            elif not edge.make_room():
+                edge.log(
+                    "cap",
+                    logging.WARNING,
+                    "connection cap (%d) reached with every connection busy: new "
+                    "connections wait in the listen queue",
+                    edge.limits.max_connections,
+                )
+                self._pause()  # resumed when a connection closes
+                return
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                self._accept_failed(edge, exc)
+                return
+            edge.accept(conn)
+
+    def _accept_failed(self, edge: EdgeServer, exc: OSError) -> None:
+        if exc.errno in RESOURCE_ERRNOS:
+            edge.log(
+                "descriptors",
+                logging.ERROR,
+                "cannot accept connections: %s (%d open here, open-file limit %s): "
+                "accepting again in %g s",
+                exc.strerror,
+                edge.open_connections,
+                resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+                ACCEPT_RETRY,
+            )
+        else:
+            edge.log("accept", logging.ERROR, "accept() failed: %s", exc)
+        self._pause()
+        self._retry = asyncio.get_running_loop().call_later(ACCEPT_RETRY, self.resume)
+
+
+def _waiting(sock: socket.socket) -> bool:
+    """Whether a connection waits in the listen queue (checked only at the cap, so that
+    no connection is closed for one that is not there)."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Bound, listening sockets for `host:port` (every address it resolves to, as
+    asyncio's create_server does). Raises OSError when the address is not ours or taken."""
+    infos = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in _unique(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _unique(infos: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    seen: set[tuple[Any, ...]] = set()
+    unique = []
+    for info in infos:
+        key = (info[0], info[4])
+        if key not in seen:
+            seen.add(key)
+            unique.append(info)
+    return unique

@@ -43,7 +43,7 @@ class KeyWatcher:
         tokens.reload_hook = self.reload_soon
         try:
             while True:
-                await self.reload_soon()
+                await self._join(throttled=False)
                 await asyncio.sleep(self._settings.tokens.key_reload_interval)
         finally:
             tokens.reload_hook = None
@@ -51,8 +51,13 @@ class KeyWatcher:
     async def reload_soon(self) -> None:
         """Reload the key file, at most once per UNKNOWN_KID_GAP, and wait for it.
         Concurrent callers share one reload; a failed reload is logged, never raised."""
+        await self._join(throttled=True)
+
+    async def _join(self, throttled: bool) -> None:
+        """Wait for the reload in flight, or start one (after the gap if throttled)."""
         if self._inflight is None:
-            self._inflight = asyncio.ensure_future(self._throttled_reload())
+            reload = self._throttled_reload() if throttled else self._reload_now()
+            self._inflight = asyncio.ensure_future(reload)
             self._inflight.add_done_callback(self._finished)
         with contextlib.suppress(Exception):  # logged by _reload; the ring stays
             await asyncio.shield(self._inflight)
@@ -63,11 +68,13 @@ class KeyWatcher:
             future.exception()  # retrieved: logged by _reload
 
     async def _throttled_reload(self) -> None:
-        loop = asyncio.get_running_loop()
-        wait = self._last_start + UNKNOWN_KID_GAP - loop.time()
+        wait = self._last_start + UNKNOWN_KID_GAP - asyncio.get_running_loop().time()
         if wait > 0:
             await asyncio.sleep(wait)
-        self._last_start = loop.time()
+        await self._reload_now()
+
+    async def _reload_now(self) -> None:
+        self._last_start = asyncio.get_running_loop().time()
         await self._reload()
 
     async def _reload(self) -> None:

@@ -234,7 +234,9 @@ def load_key_ring(settings: Settings, now: int | None = None) -> KeyRing:
 
 
 def _needs_new_key(records: list[KeyRecord], tokens: TokenSettings, now: int) -> bool:
-    if not records:
+    """No key yet, none left inside its window, or not of `tokens.algorithm`."""
+    window = verify_window(tokens)
+    if not any(r.retired_at is None or r.retired_at + window > now for r in records):
         return True
     ring_keys = [_signer_record(records, now), *_pending_records(records, now)]
     return any(r.algorithm != tokens.algorithm for r in ring_keys)
@@ -316,8 +318,8 @@ def _ring(
 ) -> KeyRing:
     try:
         return KeyRing(records, verify_window(tokens), now)
-    except (ValueError, TypeError, KeyError, UnsupportedAlgorithm, PyJWKError) as exc:
-        raise _corrupt(path, f"a key cannot be loaded ({type(exc).__name__})") from None
+    except ValueError:  # rotate() on a file whose keys all expired meanwhile
+        raise _corrupt(path, "no key is left to sign with") from None
 
 
 def _configured_record(tokens: TokenSettings) -> KeyRecord:
@@ -391,6 +393,11 @@ def _parse_records(path: Path, raw: bytes) -> list[KeyRecord]:
     records = [_parse_record(path, n, item) for n, item in enumerate(items, 1)]
     if len({r.kid for r in records}) != len(records):
         raise _corrupt(path, "two keys share one kid")
+    for n, record in enumerate(records, 1):
+        try:
+            _signing_key(record)
+        except (ValueError, TypeError, KeyError, UnsupportedAlgorithm, PyJWKError):
+            raise _corrupt(path, f"key {n} cannot be loaded") from None
     return records
 
 

@@ -7,35 +7,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
 import aiohttp
 import pytest
 
+from tests.server_output import Output
 from tests.serverproc import ServerProcess, run_cli, server_env
 
 PASSWORD = "correct horse battery staple"
-
-
-class Output:
-    """Drains a server's stdout (so its pipe never fills) and keeps the lines."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.lines.append(line)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.lines)
 
 
 def workers_of(pid: int) -> set[int]:

@@ -135,7 +135,8 @@ def _started(
             start_new_session=True,
         )
     try:
-        procs.wait_ready(process, port, "/api/test/all", log, listening=workers)
+        # Workers share the arbiter's one listening socket (gunicorn), not one each.
+        procs.wait_ready(process, port, "/api/test/all", log, listening=1)
         yield Server(
             name, port, process, env, log, workers, procs.tree_pids(process.pid)
         )

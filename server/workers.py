@@ -167,6 +167,7 @@ class AuthWorker(GunicornWebWorker):  # type: ignore[misc]
         for listener in self.sockets:
             await EdgeSite(runner, listener.sock).start()
         self.booted = True
+        self.log.info("Worker serving (pid: %s)", os.getpid())
         server = runner.server
         assert server is not None
         pid = os.getpid()

@@ -1,14 +1,18 @@
-"""`python run.py --workers N` under gunicorn's arbiter: a killed worker is replaced while
-the port keeps answering, SIGHUP replaces the workers one by one without a refused
-connection, SIGTERM stops every process, and the memory backend is refused."""
+"""`python run.py --workers 2` under gunicorn's arbiter: the workers share the port, a
+killed worker is replaced while the port keeps answering, SIGHUP replaces the workers one
+by one without a refused connection, SIGTERM stops every process; the memory backend is
+refused. The tests share one server (starting one costs seconds) and run in this order:
+each leaves it with two serving workers, the last one stops it."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -20,13 +24,43 @@ from tests.serverproc import ServerProcess, run_cli, server_env
 PASSWORD = "correct horse battery staple"
 
 
+@dataclass
+class Workers:
+    server: ServerProcess
+    output: Output
+
+    @property
+    def arbiter(self) -> int:
+        return self.server.process.pid
+
+    def serving(self) -> set[int]:
+        """Live workers that said they serve (their listeners accept)."""
+        said = {
+            int(pid)
+            for pid in re.findall(r"Worker serving \(pid: (\d+)\)", self.output.text)
+        }
+        return said & workers_of(self.arbiter)
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
+    env = server_env(tmp_path_factory.mktemp("workers"))
+    with ServerProcess(env, "--workers", "2") as server:
+        started = Workers(server, Output(server.process.stdout))
+        assert wait_for(lambda: len(started.serving()) == 2, 20)
+        yield started
+
+
 def workers_of(pid: int) -> set[int]:
     """The arbiter's live children (its workers)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return {int(child) for child in children if _alive(int(child))}
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return set()
+    return {int(child) for child in children if alive(int(child))}
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except FileNotFoundError:
@@ -59,118 +93,100 @@ def fresh_connections() -> aiohttp.ClientSession:
     )
 
 
-async def test_workers_share_the_port(tmp_path: Path) -> None:
-    with ServerProcess(server_env(tmp_path), "--workers", "2") as server:
-        output = Output(server.process.stdout)
-        body = {"username": "alice", "email": "alice@example.com", "password": PASSWORD}
-        assert server.request("POST", "/api/auth/signup", body)[0] == 201
-        status, tokens = server.request("POST", "/api/auth/signin", body)
-        assert status == 200
-        async with aiohttp.ClientSession() as http:
-            headers = {"x-access-token": tokens["accessToken"]}
-            url = server.url + "/api/test/user"
+async def test_workers_share_the_port(workers: Workers) -> None:
+    server = workers.server
+    body = {"username": "alice", "email": "alice@example.com", "password": PASSWORD}
+    assert server.request("POST", "/api/auth/signup", body)[0] == 201
+    status, tokens = server.request("POST", "/api/auth/signin", body)
+    assert status == 200
+    headers = {"x-access-token": tokens["accessToken"]}
+    async with aiohttp.ClientSession() as http:
 
-            async def get() -> tuple[int, str]:
-                async with http.get(url, headers=headers) as response:
-                    return response.status, await response.text()
+        async def get() -> tuple[int, str]:
+            async with http.get(server.url + "/api/test/user", headers=headers) as r:
+                return r.status, await r.text()
 
-            results = await asyncio.gather(*(get() for _ in range(20)))
-        assert results == [(200, "User Content.")] * 20
-        assert len(workers_of(server.process.pid)) == 2
-        assert wait_for(lambda: "with 2 workers ========" in output.text, 5)
-        line = next(x for x in output.lines if "Running on" in x)
-        assert line == (
-            f"======== Running on http://127.0.0.1:{server.port} with 2 workers "
-            "========\n"
-        )
+        results = await asyncio.gather(*(get() for _ in range(20)))
+    assert results == [(200, "User Content.")] * 20
+    banner = [line for line in workers.output.lines if "Running on" in line]
+    assert banner == [
+        f"======== Running on http://127.0.0.1:{server.port} with 2 workers ========\n"
+    ]
 
 
 async def test_a_killed_worker_is_replaced_while_the_port_keeps_answering(
-    tmp_path: Path,
+    workers: Workers,
 ) -> None:
     """SIGKILL (as the OOM killer sends) one worker between two requests: every later
     request is answered by the other worker, and a new worker takes its place. (A
     request that the killed worker was handling at that instant cannot be saved.)"""
-    with ServerProcess(server_env(tmp_path), "--workers", "2") as server:
-        output = Output(server.process.stdout)
-        arbiter = server.process.pid
-        before = workers_of(arbiter)
-        assert len(before) == 2
-        victim = min(before)
-        url = server.url + "/api/test/all"
-        outcomes = []
-        async with fresh_connections() as http:
-            for _ in range(30):
-                outcomes.append(await call(http, url))
-            os.kill(victim, signal.SIGKILL)
-            replaced = False
-            for _ in range(2000):  # continuous requests until the new worker is up
-                outcomes.append(await call(http, url))
-                after = workers_of(arbiter)
-                if victim not in after and len(after) == 2:
-                    replaced = True
-                    break
-            for _ in range(30):
-                outcomes.append(await call(http, url))
-        assert replaced
-        assert outcomes == ["200 Public Content."] * len(outcomes)
-        assert wait_for(lambda: "was sent SIGKILL!" in output.text, 5)
-        assert "Traceback" not in output.text
+    before = workers.serving()
+    victim = min(before)
+    url = workers.server.url + "/api/test/all"
+    outcomes = []
+    async with fresh_connections() as http:
+        for _ in range(20):
+            outcomes.append(await call(http, url))
+        os.kill(victim, signal.SIGKILL)
+        for _ in range(2000):  # continuous requests until the new worker serves
+            outcomes.append(await call(http, url))
+            now = workers.serving()
+            if victim not in now and len(now) == 2:
+                break
+        for _ in range(20):
+            outcomes.append(await call(http, url))
+    assert len(workers.serving() - before) == 1
+    assert outcomes == ["200 Public Content."] * len(outcomes)
+    assert f"Worker (pid:{victim}) was sent SIGKILL!" in workers.output.text
+    assert "Traceback" not in workers.output.text
 
 
 async def test_sighup_replaces_every_worker_without_refusing_a_connection(
-    tmp_path: Path,
+    workers: Workers,
 ) -> None:
-    with ServerProcess(server_env(tmp_path), "--workers", "2") as server:
-        output = Output(server.process.stdout)
-        arbiter = server.process.pid
-        before = workers_of(arbiter)
-        url = server.url + "/api/test/all"
-        done = asyncio.Event()
+    before = workers.serving()
+    url = workers.server.url + "/api/test/all"
+    done = asyncio.Event()
 
-        async def client(http: aiohttp.ClientSession) -> list[str]:
-            results = []
-            while not done.is_set():
-                results.append(await call(http, url))
-            return results
+    async def client(http: aiohttp.ClientSession) -> list[str]:
+        results = []
+        while not done.is_set():
+            results.append(await call(http, url))
+        return results
 
-        async with fresh_connections() as http:
-            clients = [asyncio.ensure_future(client(http)) for _ in range(4)]
-            await asyncio.sleep(0.3)
-            os.kill(arbiter, signal.SIGHUP)
-            for _ in range(300):  # up to 15 s: two workers started one after the other
-                await asyncio.sleep(0.05)
-                after = workers_of(arbiter)
-                if len(after) == 2 and not after & before:
-                    break
-            await asyncio.sleep(0.3)
-            done.set()
-            outcomes = [
-                x for results in await asyncio.gather(*clients) for x in results
-            ]
-        assert len(after) == 2 and not after & before, (before, after)
-        assert len(outcomes) > 100
-        assert outcomes == ["200 Public Content."] * len(outcomes)
-        assert "Traceback" not in output.text
+    async with fresh_connections() as http:
+        clients = [asyncio.ensure_future(client(http)) for _ in range(4)]
+        await asyncio.sleep(0.3)
+        os.kill(workers.arbiter, signal.SIGHUP)
+        for _ in range(400):  # up to 20 s: two workers started one after the other
+            await asyncio.sleep(0.05)
+            after = workers.serving()
+            if len(after) == 2 and not after & before:
+                break
+        await asyncio.sleep(0.3)
+        done.set()
+        outcomes = [x for results in await asyncio.gather(*clients) for x in results]
+    assert len(after) == 2 and not after & before, (before, after)
+    assert not workers_of(workers.arbiter) & before  # the old ones have exited
+    assert len(outcomes) > 50
+    assert outcomes == ["200 Public Content."] * len(outcomes)
+    assert "Traceback" not in workers.output.text
 
 
-def test_sigterm_stops_every_process(tmp_path: Path) -> None:
-    server = ServerProcess(server_env(tmp_path), "--workers", "2")
-    with server:
-        output = Output(server.process.stdout)
-        workers = workers_of(server.process.pid)
-        assert len(workers) == 2
-        server.process.send_signal(signal.SIGTERM)
-        assert server.process.wait(timeout=15) == 0
-    assert not any(_alive(pid) for pid in workers)
-    assert "Traceback" not in output.text
+def test_sigterm_stops_every_process(workers: Workers) -> None:
+    process = workers.server.process
+    children = workers_of(process.pid)
+    assert len(children) == 2
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=15) == 0
+    assert not any(alive(pid) for pid in children)
+    assert "Traceback" not in workers.output.text
 
 
-@pytest.mark.parametrize("workers", ["2", "3"])
-def test_memory_backend_with_workers_is_refused(tmp_path: Path, workers: str) -> None:
-    env = server_env(tmp_path, AUTH_STORAGE_BACKEND="memory")
-    result = run_cli(["--workers", workers], env)
-    assert result.returncode == 1
+def test_memory_backend_with_workers_is_refused(tmp_path: Path) -> None:
+    env = server_env(tmp_path, AUTH_STORAGE_BACKEND="memory", AUTH_SERVER_WORKERS="3")
+    result = run_cli([], env)
+    assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == (
         'error: storage.backend = "memory" keeps users in each process\'s memory, so '
         "it cannot run with more than one worker: use sqlite or postgres, or one "

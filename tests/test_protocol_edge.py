@@ -10,7 +10,9 @@ import asyncio
 import errno
 import json
 import logging
+import resource
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -29,6 +31,8 @@ from server.edge import (
     listen,
 )
 from tests.conftest import make_settings
+from tests.server_output import Output
+from tests.serverproc import ServerProcess, server_env
 
 SAFETY = 10.0  # seconds: a bound on every wait, so a broken server fails, never hangs
 
@@ -294,3 +298,34 @@ async def test_running_out_of_descriptors_is_one_line_per_interval(
         f"{__import__('resource').getrlimit(__import__('resource').RLIMIT_NOFILE)[0]}): "
         f"accepting again in {ACCEPT_RETRY:g} s"
     ]
+
+
+def test_a_server_at_its_open_file_limit_logs_one_line_and_recovers(
+    tmp_path: Path,
+) -> None:
+    """A real process whose open-file limit is lowered under it: 150 clients exhaust
+    it; the log gets one line, not one per attempt, and once clients leave, new ones
+    are served again."""
+    with ServerProcess(server_env(tmp_path)) as server:
+        output = Output(server.process.stdout)
+        soft, hard = resource.prlimit(server.process.pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(server.process.pid, resource.RLIMIT_NOFILE, (96, hard))
+        try:
+            clients = [
+                socket.create_connection(("127.0.0.1", server.port)) for _ in range(150)
+            ]
+            deadline = time.monotonic() + SAFETY
+            while (
+                "Too many open files" not in output.text and time.monotonic() < deadline
+            ):
+                time.sleep(0.05)
+            time.sleep(1.5)  # several ACCEPT_RETRY pauses: still one line
+            for client in clients:
+                client.close()
+            assert server.request("GET", "/api/test/all") == (200, "Public Content.")
+        finally:
+            resource.prlimit(server.process.pid, resource.RLIMIT_NOFILE, (soft, hard))
+    lines = [line for line in output.lines if "open files" in line]
+    assert len(lines) == 1, lines
+    assert "cannot accept connections: Too many open files" in lines[0]
+    assert "Traceback" not in output.text

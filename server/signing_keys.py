@@ -439,7 +439,9 @@ def _who(mode: int) -> str:
 
 
 def _check_folder(folder: Path) -> None:
-    """A folder others may write lets them replace the key file: refuse it."""
+    """A folder others may write lets them replace the key file: refused, unless it
+    has the sticky bit (as /tmp), where only an entry's owner may rename or delete it
+    (the key file must then be ours, which `_check_key_file` checks)."""
     try:
         info = os.stat(folder)
     except FileNotFoundError:
@@ -448,20 +450,33 @@ def _check_folder(folder: Path) -> None:
         raise KeyFileError(
             f"the data folder {folder} cannot be read ({exc.strerror})"
         ) from None
-    if info.st_mode & 0o022:
+    if not info.st_mode & 0o022:
+        return
+    if not info.st_mode & stat.S_ISVTX:
         raise KeyFileError(
             f"the data folder {folder} is writable by {_who(info.st_mode)} "
             f"(mode {stat.S_IMODE(info.st_mode):04o}), so anyone could replace the "
             f"signing keys: run `chmod go-w {folder}` (0700 is best) and start again"
         )
+    if folder not in _SHARED_WARNED:
+        _SHARED_WARNED.add(folder)
+        logger.warning(
+            "the data folder %s is shared with other users (mode %04o): a private "
+            "folder (0700) is safer for the signing keys",
+            folder,
+            stat.S_IMODE(info.st_mode),
+        )
+
+
+_SHARED_WARNED: set[Path] = set()
 
 
 def _check_key_file(path: Path, info: os.stat_result) -> None:
-    """Writable by others: refused (its keys may be theirs). Readable by others: set back
-    to 0600, with a warning (the keys may have leaked: consider `rotate-key`). Owned by
-    another user: refused."""
+    """Writable by others, or owned by another user: refused (its keys may be theirs).
+    Readable by others: set back to 0600, with a warning (the keys may have leaked:
+    consider `rotate-key`)."""
     _check_not_writable_by_others(path, info, "the signing key file")
-    if info.st_uid != os.geteuid() and os.geteuid() != 0:
+    if info.st_uid != os.geteuid():
         raise KeyFileError(
             f"the signing key file {path} belongs to user id {info.st_uid}, not to this "
             f"server's user ({os.geteuid()}): run `chown` on it and start again"

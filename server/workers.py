@@ -29,7 +29,7 @@ from gunicorn.arbiter import Arbiter
 from storage import StorageError
 
 from .app import create_app
-from .edge import LISTEN_BACKLOG, EdgeLimits, EdgeRunner, EdgeSite
+from .edge import FRESH_GRACE, LISTEN_BACKLOG, EdgeLimits, EdgeRunner, EdgeSite
 from .settings import Settings, SettingsError
 
 GRACEFUL_TIMEOUT = 10
@@ -156,7 +156,9 @@ class AuthWorker(GunicornWebWorker):  # type: ignore[misc]
         runner = EdgeRunner(
             create_app(plan.settings),
             plan.limits,
-            shutdown_timeout=GRACEFUL_TIMEOUT * 0.9,
+            # Within the arbiter's GRACEFUL_TIMEOUT: up to a second to see the signal,
+            # FRESH_GRACE for just-accepted connections, then requests in progress.
+            shutdown_timeout=GRACEFUL_TIMEOUT - 1 - FRESH_GRACE - 1,
         )
         try:
             await runner.setup()

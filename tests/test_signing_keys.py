@@ -398,6 +398,39 @@ def test_a_data_folder_writable_by_others_is_refused(
     assert not key_path(tmp_path).exists()
 
 
+def test_a_shared_folder_with_the_sticky_bit_is_accepted_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As /tmp (API.md's AUTH_STORAGE_PATH=/tmp/auth.db): others may add entries but
+    never rename or delete ours, and a key file that is not ours is refused."""
+    settings = rotation_settings(tmp_path)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    folder.chmod(0o1777)
+    kid = load_key_ring(settings).current.kid
+    assert load_key_ring(settings).current.kid == kid
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the data folder {folder} is shared with other users (mode 1777): a private "
+        "folder (0700) is safer for the signing keys"
+    ]
+
+
+def test_a_key_file_of_another_user_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = rotation_settings(tmp_path)
+    load_key_ring(settings)
+    path = key_path(tmp_path)
+    owner = path.stat().st_uid
+    monkeypatch.setattr(signing_keys.os, "geteuid", lambda: owner + 1)
+    with pytest.raises(KeyFileError) as refused:
+        load_key_ring(settings)
+    assert str(refused.value) == (
+        f"the signing key file {path} belongs to user id {owner}, not to this "
+        f"server's user ({owner + 1}): run `chown` on it and start again"
+    )
+
+
 def test_a_new_data_folder_is_private(tmp_path: Path) -> None:
     load_key_ring(rotation_settings(tmp_path))
     assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700

@@ -138,7 +138,7 @@ class EdgeRequestHandler(RequestHandler):
         self.busy_since: float | None = None  # a request is being handled since then
         self.asking_since: float | None = None  # bytes of a next request came then
         self.served = 0
-        self._body: Any = None  # the payload of the request being handled
+        self._body: Any = None  # the body (payload) of the request being handled
         self._deadline: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
@@ -151,8 +151,8 @@ class EdgeRequestHandler(RequestHandler):
         the body is already complete (or absent), which is the common case."""
         self.busy_since = self._loop.time()
         self.asking_since = None
+        self._body = payload
         if not payload.is_eof():
-            self._body = payload
             self._deadline = self._loop.call_later(
                 self.edge.limits.body_timeout, self._body_overdue, payload
             )
@@ -199,7 +199,7 @@ class EdgeRequestHandler(RequestHandler):
 
     def evict(self) -> None:
         """Close to make room; a handler waiting for the body ends quietly."""
-        if self._body is not None:
+        if self._body is not None and self.busy_since is not None:
             self._body.set_exception(ClientDisconnected())
         self.force_close()
 
@@ -212,19 +212,26 @@ class EdgeRequestHandler(RequestHandler):
             self._request_done()
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self.busy_since is not None and self._manager is not None:
-            if self._body is not None and not self._body.is_eof():
+        """A body read after the client left raises ClientDisconnected, not aiohttp's
+        ConnectionResetError (which the middleware would log as a server error)."""
+        body = self._body if self.busy_since is not None else None
+        if body is not None and self._manager is not None:
+            if not body.is_eof():
                 self.edge.log(
                     "disconnect",
                     logging.INFO,
                     "client %s closed the connection before sending the whole body",
                     self._peer(),
                 )
-            exc = ClientDisconnected()
+            body.set_exception(ClientDisconnected())  # wakes a read in progress
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
         super().connection_lost(exc)
+        if body is not None:
+            body.set_exception(
+                ClientDisconnected()
+            )  # over aiohttp's own, for later reads
 
     def handle_error(
         self,

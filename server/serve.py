@@ -18,7 +18,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from . import signing_keys
 from .app import create_app
-from .edge import EdgeLimits, EdgeRunner, EdgeSite, listen
+from .edge import EdgeLimits, EdgeRunner
+from .listener import EdgeSite, listen
 from .settings import Settings, SettingsError
 
 logger = logging.getLogger("auth.server")

@@ -29,7 +29,8 @@ from gunicorn.arbiter import Arbiter
 from storage import StorageError
 
 from .app import create_app
-from .edge import FRESH_GRACE, LISTEN_BACKLOG, EdgeLimits, EdgeRunner, EdgeSite
+from .edge import FRESH_GRACE, EdgeLimits, EdgeRunner
+from .listener import LISTEN_BACKLOG, EdgeSite
 from .settings import Settings, SettingsError
 
 GRACEFUL_TIMEOUT = 10

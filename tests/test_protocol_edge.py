@@ -1,4 +1,4 @@
-"""The HTTP edge (server/edge.py), served in-process on a real socket as `run.py` serves:
+"""The HTTP edge (server/edge.py, server/listener.py), served in-process on a real socket as `run.py` serves:
 slow bodies get 408, a client leaving mid-body leaves one short log line, the connection
 cap admits new clients first-come, aiohttp's parser errors answer in the contract's JSON
 without aiohttp's version or the request's bytes, and running out of descriptors logs one
@@ -21,15 +21,8 @@ from typing import Any
 import pytest
 
 from server import create_app
-from server.edge import (
-    ACCEPT_RETRY,
-    EdgeLimits,
-    EdgeRequestHandler,
-    EdgeRunner,
-    EdgeServer,
-    EdgeSite,
-    listen,
-)
+from server.edge import EdgeLimits, EdgeRequestHandler, EdgeRunner, EdgeServer
+from server.listener import ACCEPT_RETRY, EdgeSite, listen
 from tests.conftest import make_settings
 from tests.server_output import Output
 from tests.serverproc import ServerProcess, server_env

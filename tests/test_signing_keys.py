@@ -14,11 +14,11 @@ from typing import Any
 import jwt
 import pytest
 
-from server import clock, keys, keywatch, signing_keys
+from server import clock, keyfile, keys, keywatch, signing_keys
+from server.keyfile import LOCK_FILE_NAME, KeyFileError
 from server.keywatch import KeyWatcher
 from server.settings import Settings
 from server.signing_keys import (
-    KeyFileError,
     KeyRing,
     KeyRotationError,
     load_key_ring,
@@ -422,7 +422,7 @@ def test_a_key_file_of_another_user_is_refused(
     load_key_ring(settings)
     path = key_path(tmp_path)
     owner = path.stat().st_uid
-    monkeypatch.setattr(signing_keys.os, "geteuid", lambda: owner + 1)
+    monkeypatch.setattr(keyfile.os, "geteuid", lambda: owner + 1)
     with pytest.raises(KeyFileError) as refused:
         load_key_ring(settings)
     assert str(refused.value) == (
@@ -449,19 +449,19 @@ def test_a_planted_link_is_never_followed(
     (folder / ".signing_keys.json.planted.tmp").symlink_to(target)
     (folder / "signing_keys.tmp").symlink_to(target)
     names = iter(["planted", "fresh"])
-    monkeypatch.setattr(signing_keys.secrets, "token_hex", lambda n: next(names))
+    monkeypatch.setattr(keyfile.secrets, "token_hex", lambda n: next(names))
     ring = load_key_ring(settings)
     assert target.read_text() == "precious"
     assert not key_path(tmp_path).is_symlink()
     assert load_key_ring(settings).current.kid == ring.current.kid
     assert not (folder / ".signing_keys.json.fresh.tmp").exists()
 
-    (folder / signing_keys.LOCK_FILE_NAME).unlink()
-    (folder / signing_keys.LOCK_FILE_NAME).symlink_to(tmp_path / "elsewhere")
+    (folder / LOCK_FILE_NAME).unlink()
+    (folder / LOCK_FILE_NAME).symlink_to(tmp_path / "elsewhere")
     with pytest.raises(KeyFileError) as refused:
         rotate(settings)
     assert str(refused.value) == (
-        f"{folder / signing_keys.LOCK_FILE_NAME} is a symbolic link: remove it (the "
+        f"{folder / LOCK_FILE_NAME} is a symbolic link: remove it (the "
         "server creates it)"
     )
     assert not (tmp_path / "elsewhere").exists()

@@ -113,7 +113,8 @@ class ThrottledLog:
 
     def __call__(self, kind: str, level: int, message: str, *args: object) -> None:
         now = asyncio.get_running_loop().time()
-        if now - self._last.get(kind, -self._interval) < self._interval:
+        last = self._last.get(kind)
+        if last is not None and now - last < self._interval:
             self._skipped[kind] = self._skipped.get(kind, 0) + 1
             return
         self._last[kind] = now
@@ -136,6 +137,14 @@ class EdgeRequestHandler(RequestHandler):
         self.served = 0
         self._body: Any = None  # the body (payload) of the request being handled
         self._deadline: asyncio.TimerHandle | None = None
+        self._peer = "unknown"
+        self._evicted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and peer:
+            self._peer = str(peer[0])
+        super().connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         if self.busy_since is None and self.asking_since is None:
@@ -161,7 +170,7 @@ class EdgeRequestHandler(RequestHandler):
             "body_timeout",
             logging.INFO,
             "request body from %s not received within %g s: 408, connection closed",
-            self._peer(),
+            self._peer,
             self.edge.limits.body_timeout,
         )
         self.close()  # no further request on this connection; its bytes are ignored
@@ -195,6 +204,7 @@ class EdgeRequestHandler(RequestHandler):
 
     def evict(self) -> None:
         """Close to make room; a handler waiting for the body ends quietly."""
+        self._evicted = True
         if self._body is not None and self.busy_since is not None:
             self._body.set_exception(ClientDisconnected())
         self.force_close()
@@ -212,22 +222,20 @@ class EdgeRequestHandler(RequestHandler):
         ConnectionResetError (which the middleware would log as a server error)."""
         body = self._body if self.busy_since is not None else None
         if body is not None and self._manager is not None:
-            if not body.is_eof():
+            if not body.is_eof() and not self._evicted:
                 self.edge.log(
                     "disconnect",
                     logging.INFO,
                     "client %s closed the connection before sending the whole body",
-                    self._peer(),
+                    self._peer,
                 )
             body.set_exception(ClientDisconnected())  # wakes a read in progress
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
         super().connection_lost(exc)
-        if body is not None:
-            body.set_exception(
-                ClientDisconnected()
-            )  # over aiohttp's own, for later reads
+        if body is not None:  # aiohttp set its own: later reads must see ours too
+            body.set_exception(ClientDisconnected())
 
     def handle_error(
         self,
@@ -245,7 +253,7 @@ class EdgeRequestHandler(RequestHandler):
                 "malformed",
                 logging.WARNING,
                 "malformed request from %s: %s (%s)",
-                self._peer(),
+                self._peer,
                 type(exc).__name__,
                 status,
             )
@@ -260,10 +268,6 @@ class EdgeRequestHandler(RequestHandler):
         response = web.json_response(body, status=status, headers=EDGE_HEADERS)
         response.force_close()
         return response
-
-    def _peer(self) -> str:
-        peer = self.transport.get_extra_info("peername") if self.transport else None
-        return str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
 
 
 def _parser_message(exc: HttpProcessingError) -> str:

@@ -176,12 +176,7 @@ def _spawned(
 
 def _ready(server: Server) -> Server:
     """Wait until it serves; its process tree is known from then on."""
-    procs.wait_ready(
-        server.process,
-        server.port,
-        "/api/test/all",
-        server.log,
-        listening=server.workers,
-    )
+    # Workers share the arbiter's one listening socket (gunicorn), not one each.
+    procs.wait_ready(server.process, server.port, "/api/test/all", server.log)
     server.pids = procs.tree_pids(server.process.pid)
     return server

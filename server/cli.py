@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import datetime
 import logging
 import sys
 import uuid
@@ -192,9 +193,28 @@ async def _delete_user(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _rotate_key(settings: Settings) -> int:
-    ring = signing_keys.rotate(settings)
-    log_event("key_rotated", level=logging.WARNING, kid=ring.current.kid)
-    print(
-        f"Signing key {ring.current.kid} is now current; {len(ring.verifying)} keys verify tokens."
-    )
+    """Publish a new key. With servers running it signs once all of them have loaded
+    it (two phases); with none, at once."""
+    now = clock.epoch()
+    ring = signing_keys.rotate(settings, now)
+    pending = ring.pending
+    key, starts = pending if pending else (ring.signer(now), now)
+    log_event("key_rotated", level=logging.WARNING, kid=key.kid, active_from=starts)
+    if pending is None:
+        print(
+            f"Signing key {key.kid} is now current; "
+            f"{len(ring.verifying)} keys verify tokens."
+        )
+    else:
+        print(
+            f"Signing key {key.kid} is published: running servers verify it now and "
+            f"sign with it from {_iso(starts)} (in {starts - now} s); "
+            f"{len(ring.verifying)} keys verify tokens."
+        )
     return 0
+
+
+def _iso(epoch: int) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )

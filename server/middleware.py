@@ -25,7 +25,7 @@ from . import errors, keys
 from .errors import ApiError
 from .events import log_event
 from .guards import GUARD_ATTRIBUTE, Role
-from .service import AuthService
+from .service import AuthService, KeyReloadNeeded
 from .tokens import AccessClaims
 
 logger = logging.getLogger("auth.server")
@@ -91,16 +91,35 @@ def authorize(
     service: AuthService, request: web.BaseRequest, mark: RouteMark
 ) -> AccessClaims:
     """The claims of the request's access token, with the route's role, or the
-    contract's error."""
+    contract's error (KeyReloadNeeded: see `authorize_reloaded`)."""
     try:
         token = mark.read_token(request)
     except ConflictingTokens:
         raise errors.token_invalid() from None
-    claims = service.authenticate(token)
-    role = mark.role
+    return _with_role(service.authenticate(token), mark.role)
+
+
+async def authorize_reloaded(
+    service: AuthService, reload: KeyReloadNeeded, mark: RouteMark
+) -> AccessClaims:
+    """The rare path: the token's key was published since this process last read the
+    key file; read it again (throttled) and check the token once more."""
+    return _with_role(await service.authenticate_reloaded(reload.token), mark.role)
+
+
+def _with_role(claims: AccessClaims, role: Role | None) -> AccessClaims:
     if role is not Role.USER and role is not None and role.value not in claims.roles:
         raise errors.forbidden(role.denied_message)
     return claims
+
+
+async def _authorized(
+    service: AuthService, request: web.BaseRequest, mark: RouteMark
+) -> AccessClaims:
+    try:
+        return authorize(service, request, mark)
+    except KeyReloadNeeded as reload:
+        return await authorize_reloaded(service, reload, mark)
 
 
 def auth_middleware(
@@ -126,7 +145,11 @@ def auth_middleware(
             mark = CORE_ROUTE
         try:
             if mark.role is not None:
-                request[keys.CLAIMS] = authorize(service, request, mark)
+                try:
+                    request[keys.CLAIMS] = authorize(service, request, mark)
+                except KeyReloadNeeded as reload:
+                    claims = await authorize_reloaded(service, reload, mark)
+                    request[keys.CLAIMS] = claims
             response = await handler(request)
         except ApiError as error:
             response = _render(request, mark, error)
@@ -154,7 +177,7 @@ def auth_middleware(
     ) -> web.StreamResponse:
         """A host's own handler: only a failed token check is ours to answer."""
         try:
-            request[keys.CLAIMS] = authorize(service, request, mark)
+            request[keys.CLAIMS] = await _authorized(service, request, mark)
         except ApiError as error:
             response = render_error(request, error)
             response.headers[hdrs.CACHE_CONTROL] = DEFAULT_CACHE_CONTROL

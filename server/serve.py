@@ -1,35 +1,96 @@
-"""Serving: one process, or `server.workers` processes sharing the port (SO_REUSEPORT)."""
+"""Serving: one process, or `server.workers` processes under gunicorn's arbiter
+(server/workers.py). Both go through the edge (server/edge.py): the same timeouts,
+connection cap and error answers.
+
+Before anything listens, `serve` checks what would otherwise fail in every worker: the
+memory backend with several workers, an unusable key file (one clear line and exit 1,
+never a traceback or a process that neither serves nor exits), a taken port.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import multiprocessing
-import multiprocessing.connection
-import os
 import signal
-import sys
-from types import FrameType
+import socket
 
-from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from . import signing_keys
 from .app import create_app
-from .settings import Settings
+from .edge import EdgeLimits, EdgeRunner
+from .listener import EdgeSite, listen
+from .settings import Settings, SettingsError
 
 logger = logging.getLogger("auth.server")
+GRACEFUL_TIMEOUT = 10.0  # SIGTERM: requests in progress get this long to finish
 
 
 def serve(settings: Settings) -> None:
-    if settings.server.workers == 1:
-        _run_worker(settings, reuse_port=False)
-        return
-    _supervise(settings)
+    """Serve until SIGTERM or SIGINT. Raises SettingsError (a one-line message) when
+    the server cannot start."""
+    server = settings.server
+    if server.workers > 1 and settings.storage.backend == "memory":
+        raise SettingsError(
+            'storage.backend = "memory" keeps users in each process\'s memory, so it '
+            "cannot run with more than one worker: use sqlite or postgres, or one worker"
+        )
+    presence = signing_keys.announce_presence(settings)  # held while serving
+    try:
+        signing_keys.load_key_ring(settings)  # refuse a bad key file now, once
+        limits = EdgeLimits.from_settings(server)
+        sockets = _listen(settings)
+        if server.workers == 1:
+            asyncio.run(_serve_one(settings, sockets, limits))
+        else:
+            from .workers import run_workers  # gunicorn only where it is used
+
+            run_workers(settings, sockets, limits)
+    finally:
+        presence.close()
+
+
+def _listen(settings: Settings) -> list[socket.socket]:
+    server = settings.server
+    try:
+        return listen(server.host, server.port)
+    except OSError as exc:  # the port is taken, or the address is not ours
+        reason = exc.strerror or str(exc)
+        raise SettingsError(
+            f"cannot listen on {server.host}:{server.port}: {reason}"
+        ) from None
+
+
+async def _serve_one(
+    settings: Settings, sockets: list[socket.socket], limits: EdgeLimits
+) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    runner = EdgeRunner(create_app(settings), limits, shutdown_timeout=GRACEFUL_TIMEOUT)
+    try:
+        await runner.setup()
+        for sock in sockets:
+            await EdgeSite(runner, sock).start()
+        server = settings.server
+        print(
+            f"======== Running on http://{server.host}:{server.port} ========\n"
+            "(Press CTRL+C to quit)",
+            flush=True,
+        )
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        for sock in sockets:
+            sock.close()
 
 
 class MalformedRequestFilter(logging.Filter):
     """aiohttp logs a full traceback for every request its parser refuses (a 400 to the
     client, with nothing wrong on the server): keep one short line, so that hostile
-    clients cannot flood the log."""
+    clients cannot flood the log. (The edge answers these itself; this covers servers
+    built without it, such as the test client's.)"""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
@@ -46,57 +107,3 @@ def configure_logging(settings: Settings) -> None:
         format="%(asctime)s %(name)s %(message)s",
     )
     logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
-
-
-def _run_worker(settings: Settings, reuse_port: bool = True) -> None:
-    configure_logging(settings)
-    server = settings.server
-    try:
-        web.run_app(
-            create_app(settings),
-            host=server.host,
-            port=server.port,
-            reuse_port=reuse_port or None,
-            access_log=None,
-            print=print if not reuse_port else None,
-        )
-    except OSError as exc:  # the port is taken, or the address is not ours
-        print(
-            f"error: cannot listen on {server.host}:{server.port}: "
-            f"{os.strerror(exc.errno) if exc.errno else exc}",
-            file=sys.stderr,
-        )
-        sys.exit(1)
-
-
-def _supervise(settings: Settings) -> None:
-    """Start the workers, stop them all when told to or when one dies."""
-    context = multiprocessing.get_context("spawn")
-    workers = [
-        context.Process(target=_run_worker, args=(settings,), name=f"auth-worker-{n}")
-        for n in range(settings.server.workers)
-    ]
-    for worker in workers:
-        worker.start()
-    print(
-        f"======== Running on http://{settings.server.host}:{settings.server.port} "
-        f"with {len(workers)} workers ========",
-        flush=True,
-    )
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        for worker in workers:
-            if worker.is_alive():
-                worker.terminate()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    sentinels = {worker.sentinel: worker for worker in workers}
-    multiprocessing.connection.wait(list(sentinels))
-    stop(signal.SIGTERM, None)
-    for worker in workers:
-        worker.join()
-    failed = [w for w in workers if w.exitcode not in (0, -signal.SIGTERM)]
-    if failed:
-        logger.error("worker %s exited with %s", failed[0].name, failed[0].exitcode)
-        sys.exit(1)

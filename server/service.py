@@ -40,6 +40,7 @@ from .tokens import (
     RefreshTokens,
     TokenExpired,
     TokenInvalid,
+    UnknownKeyId,
 )
 
 BUSY_RETRY_SECONDS = 1
@@ -47,6 +48,16 @@ USERNAME_MAX = 32
 DERIVED_USERNAME_ATTEMPTS = 50
 USERS_PAGE = 500
 _NOT_USERNAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+class KeyReloadNeeded(errors.ApiError):
+    """An access token signed by a key this process has not loaded yet. It is a
+    `token_invalid` unless the caller awaits `AuthService.authenticate_reloaded`."""
+
+    def __init__(self, token: str) -> None:
+        error = errors.token_invalid()
+        super().__init__(error.status, error.message, error.code, error.headers)
+        self.token = token
 
 
 @dataclass(frozen=True)
@@ -96,15 +107,40 @@ class AuthService:
 
     def authenticate(self, token: str | None) -> AccessClaims:
         """The claims of a live access token, or the contract's middleware error. No I/O:
-        verified tokens are cached and revocations are held in memory."""
+        verified tokens are cached and revocations are held in memory. A token of a key
+        this process has not loaded yet raises `KeyReloadNeeded` (a `token_invalid` to
+        callers that do not wait for `authenticate_reloaded`)."""
         if not token:
             raise errors.token_missing()
         try:
             claims = self.access_tokens.verify(token)
         except TokenExpired:
             raise errors.token_expired() from None
+        except UnknownKeyId:
+            raise KeyReloadNeeded(token) from None
         except TokenInvalid:
             raise errors.token_invalid() from None
+        return self._live(claims)
+
+    async def authenticate_reloaded(self, token: str) -> AccessClaims:
+        """`authenticate` after one (throttled, shared) reread of the key file: for a
+        key published by another instance since this one's last reload."""
+        try:
+            claims = await self.access_tokens.verify_reloaded(token)
+        except TokenExpired:
+            raise errors.token_expired() from None
+        except TokenInvalid:
+            raise errors.token_invalid() from None
+        return self._live(claims)
+
+    async def authenticate_async(self, token: str | None) -> AccessClaims:
+        """`authenticate`, rereading the key file for an unknown key if need be."""
+        try:
+            return self.authenticate(token)
+        except KeyReloadNeeded as reload:
+            return await self.authenticate_reloaded(reload.token)
+
+    def _live(self, claims: AccessClaims) -> AccessClaims:
         if claims.session_id in self.revocations:
             raise errors.token_revoked()
         return claims

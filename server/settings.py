@@ -89,6 +89,8 @@ class ServerSettings:
     dialects: tuple[str, ...] = setting(
         ("bezkoder",), Each(one_of(*DIALECTS), unique=True, non_empty=True)
     )
+    body_timeout: float = setting(30.0, between(0.1, 3600))
+    max_connections: int = setting(1000, between(1, 1_000_000))
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,8 @@ class TokenSettings:
     revocation_poll: float = setting(1.0, between(0.1, 3600))
     key_rotation_days: float = setting(0, at_least(0))
     verify_cache_size: int = setting(10000, at_least(1))
+    key_reload_interval: float = setting(10.0, between(0.01, 3600))
+    jwks_max_age: int = setting(20, between(0, 86400))
 
     @property
     def expiry_leeway(self) -> int:

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,11 @@ class TokenInvalid(TokenError):
     """Malformed, forged, of another type, issuer, audience or key: anything but expired."""
 
 
+class UnknownKeyId(TokenInvalid):
+    """The token names a `kid` this process does not know (yet): after
+    `AccessTokens.verify_reloaded` it is either verified or refused for good."""
+
+
 @dataclass(frozen=True)
 class AccessClaims:
     user_id: str
@@ -65,6 +70,8 @@ class AccessTokens:
         self._clock = time_source
         self._cache: dict[str, AccessClaims] = {}
         self._leeway = settings.expiry_leeway
+        # Set by the key watcher: rereads the key file (throttled) for an unknown kid.
+        self.reload_hook: Callable[[], Awaitable[None]] | None = None
 
     @property
     def ring(self) -> KeyRing:
@@ -90,7 +97,7 @@ class AccessTokens:
         }
         if self.settings.audience:
             claims["aud"] = self.settings.audience
-        key = self.ring.current
+        key = self.ring.signer(now)
         return jwt.encode(
             claims, key.signer, algorithm=key.algorithm, headers={"kid": key.kid}
         )
@@ -106,6 +113,21 @@ class AccessTokens:
             self._cache.pop(token, None)
             raise TokenExpired
         return claims
+
+    async def verify_reloaded(self, token: str) -> AccessClaims:
+        """`verify` once the key file has been read again: for a token that `verify`
+        refused with UnknownKeyId (signed by a key published since this process's last
+        reload). The reload is throttled and shared; without a watcher, none happens."""
+        if self.reload_hook is not None:
+            await self.reload_hook()
+        return self.verify(token)
+
+    async def verify_async(self, token: str) -> AccessClaims:
+        """`verify`, with the reload for an unknown `kid` included."""
+        try:
+            return self.verify(token)
+        except UnknownKeyId:
+            return await self.verify_reloaded(token)
 
     def _remember(self, token: str, claims: AccessClaims) -> None:
         if len(self._cache) >= self.settings.verify_cache_size:
@@ -123,9 +145,11 @@ class AccessTokens:
 
     def _verified_payload(self, token: str) -> dict[str, Any]:
         kid = jwt.get_unverified_header(token).get("kid")
-        key = self.ring.verifying.get(kid) if isinstance(kid, str) else None
-        if key is None:
+        if not isinstance(kid, str) or not kid:
             raise TokenInvalid
+        key = self.ring.verifying.get(kid)
+        if key is None:
+            raise UnknownKeyId
         settings = self.settings
         return jwt.decode(
             token,

@@ -87,7 +87,7 @@ class SessionSocket:
             return False
         token = frame.get("accessToken")
         try:
-            claims = self._service.authenticate(
+            claims = await self._service.authenticate_async(
                 token if isinstance(token, str) else None
             )
         except ApiError:
@@ -135,7 +135,7 @@ async def open_session_socket(
     claims = request.get(keys.CLAIMS)
     if claims is None:
         try:
-            claims = service.authenticate(read_socket_token(request))
+            claims = await service.authenticate_async(read_socket_token(request))
         except ConflictingTokens:
             raise ContractHttpError(request, errors.token_invalid()) from None
         except ApiError as error:

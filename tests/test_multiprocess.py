@@ -106,26 +106,3 @@ async def test_concurrent_refreshes_over_two_processes_mint_one_token(
         )
         assert [status for status, _ in results] == [200] * 50
         assert len({body["refreshToken"] for _, body in results}) == 1
-
-
-async def test_workers_share_the_port(tmp_path: Path) -> None:
-    env = server_env(tmp_path)
-    with ServerProcess(env, "--workers", "2") as server:
-        async with aiohttp.ClientSession() as http:
-            tokens = await signed_in(http, server)
-            results = await asyncio.gather(
-                *(
-                    get(http, server.url + "/api/test/user", tokens["accessToken"])
-                    for _ in range(20)
-                )
-            )
-        assert results == [(200, "User Content.")] * 20
-        assert "with 2 workers" in server.process.stdout.readline()
-        assert len(worker_processes(server.process.pid)) == 2
-
-
-def worker_processes(pid: int) -> list[str]:
-    """Child processes running a spawned worker (not multiprocessing's resource tracker)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    commands = [Path(f"/proc/{child}/cmdline").read_bytes() for child in children]
-    return [c.decode() for c in commands if b"spawn_main" in c]

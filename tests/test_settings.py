@@ -53,6 +53,8 @@ INVALID = [
         "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL (any case), not 'verbose'",
     ),
     ("server", "demo_page", "yes", "must be true or false, not 'yes'"),
+    ("server", "body_timeout", "0", "must be between 0.1 and 3600, not 0.0"),
+    ("server", "max_connections", "0", "must be between 1 and 1000000, not 0"),
     ("server", "dialects", "bezkoder,bezkoder", "lists 'bezkoder' more than once"),
     (
         "storage",
@@ -93,6 +95,8 @@ INVALID = [
     ("tokens", "revocation_poll", "0", "must be between 0.1 and 3600, not 0.0"),
     ("tokens", "key_rotation_days", "-1", "must be at least 0, not -1.0"),
     ("tokens", "verify_cache_size", "0", "must be at least 1, not 0"),
+    ("tokens", "key_reload_interval", "0", "must be between 0.01 and 3600, not 0.0"),
+    ("tokens", "jwks_max_age", "-1", "must be between 0 and 86400, not -1"),
     ("passwords", "bcrypt_rounds", "3", "must be between 4 and 31, not 3"),
     ("passwords", "min_length", "0", "must be at least 1, not 0"),
     ("passwords", "max_length", "63", "must be at least 64, not 63"),

@@ -6,14 +6,15 @@ from aiohttp import web
 
 from .. import keys
 
-JWKS_MAX_AGE = 60
-
 
 async def jwks(request: web.Request) -> web.Response:
-    """Public keys of the live tokens; HS256 keys are secrets and never listed."""
+    """Public keys of the live tokens and of the key published to sign next; HS256 keys
+    are secrets and never listed. Cached for `tokens.jwks_max_age`, which the delay
+    before a new key signs includes."""
     ring = request.app[keys.AUTH].access_tokens.ring
+    max_age = request.app[keys.AUTH].settings.tokens.jwks_max_age
     return web.json_response(
-        ring.jwks(), headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE}"}
+        ring.jwks(), headers={"Cache-Control": f"public, max-age={max_age}"}
     )
 
 

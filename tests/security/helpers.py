@@ -6,14 +6,13 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from server import keys
+from server import clock, keys
 from tests.conftest import Api, expect_error
 
 UNAUTHORIZED = "Unauthorized!"
@@ -53,7 +52,7 @@ def access_claims(app: web.Application, **changes: Any) -> dict[str, Any]:
     """Complete access-token claims as the server issues them; a change to None drops
     that claim."""
     tokens = app[keys.AUTH].settings.tokens
-    now = int(time.time())
+    now = clock.epoch()
     claims: dict[str, Any] = {
         "sub": "forged-user",
         "roles": ["user"],

@@ -36,7 +36,9 @@ from .cors import cors_middleware
 from .csrf import OriginPolicy
 from .events import run_event_summaries
 from .guards import Role, requires
+from .health import Health
 from .keywatch import maintain_keys
+from .metrics import NO_METRICS, Metrics, PrometheusMetrics
 from .middleware import (
     ConflictingTokens,
     RouteMark,
@@ -58,9 +60,10 @@ SUCCESSOR_SECRET = "refresh-successor-key"
 # What a host app gets by default: the auth routes, the user routes, the routes of the
 # seed dialects listed in `server.dialects` (listing one is the opt-in), the JWKS and the
 # OpenAPI document. The standalone server adds the seeds' demo content, the WebSocket
-# echo and the demo page (`server.demo_page`).
+# echo, the demo page (`server.demo_page`), /api/health and /metrics (`metrics.enabled`);
+# a host app may add the `health` and `metrics` groups to its own.
 EMBEDDED_GROUPS = frozenset({"auth", "users", dialects.GROUP, "meta"})
-STANDALONE_GROUPS = EMBEDDED_GROUPS | {"content", "ws", "demo"}
+STANDALONE_GROUPS = EMBEDDED_GROUPS | {"content", "ws", "demo", "health", "metrics"}
 SettingsSource = Settings | Mapping[str, Any] | str | PathLike[str] | None
 H = TypeVar("H")
 logger = logging.getLogger("auth.server")
@@ -83,6 +86,12 @@ class Auth:
         self.limiter = RateLimiter(self.settings.ratelimit, self.storage)
         self.access_tokens = AccessTokens(self.settings.tokens)
         self.refresh_tokens = RefreshTokens()
+        self.metrics: Metrics = (
+            PrometheusMetrics(lambda: self.passwords.pending)
+            if self.settings.metrics.enabled
+            else NO_METRICS
+        )
+        self.health = Health(self.storage)
         self.service = AuthService(
             self.settings,
             self.storage,
@@ -91,6 +100,7 @@ class Auth:
             self.passwords,
             self.limiter,
             self.revocations,
+            metrics=self.metrics,
         )
         self.trusted_proxies = parse_networks(self.settings.server.trusted_proxies)
         self.cookies = SessionCookies(
@@ -130,6 +140,8 @@ class Auth:
         wanted = frozenset(groups)
         if not self.settings.server.demo_page:
             wanted -= {"demo"}
+        if not self.settings.metrics.enabled:
+            wanted -= {"metrics"}
         prefixes = {AUTH_PREFIX: self.prefix, USERS_PREFIX: self.users_prefix}
         for route_set in self._route_sets():
             self._mount(app, route_set, wanted, prefixes)
@@ -225,6 +237,7 @@ class Auth:
                 _background(self._poll_revocations()),
                 _background(self._purge()),
                 _background(run_event_summaries()),
+                _background(self.metrics.maintain()),
             ):
                 yield self
         finally:
@@ -254,10 +267,13 @@ class Auth:
                 self.revocations.merge(live)
             except Exception:
                 logger.exception("polling revocations failed")
+                self.metrics.task_failed("revocation_poll")
 
     def _purge(self) -> Awaitable[None]:
         purge = self.settings.purge
-        return purge_forever(self.storage, purge.interval, purge.batch_size)
+        return purge_forever(
+            self.storage, purge.interval, purge.batch_size, self.metrics
+        )
 
 
 def _as_settings(source: SettingsSource) -> Settings:

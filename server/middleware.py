@@ -2,7 +2,9 @@
 the hottest path. For the routes it owns it does three things in order:
 - authorize: verify the access token of guarded routes and check their role (no I/O);
 - render every failure in the route set's shape (the core contract's JSON by default);
-- add the security headers.
+- add the security headers;
+- time the request for the metrics (`auth_http_request_duration_seconds`), and count
+  every error it answers (`Metrics.error_answer`).
 
 It owns the auth routes and, when the server runs on its own, every route of the app, so
 aiohttp's own 404/405/413 answer in the contract's shape too. Embedded in a host app it
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import perf_counter
 
 from aiohttp import hdrs, web
 from multidict import istr
@@ -25,6 +28,7 @@ from . import errors, keys
 from .errors import ApiError
 from .events import log_event
 from .guards import GUARD_ATTRIBUTE, Role
+from .metrics import Metrics
 from .service import AuthService, KeyReloadNeeded
 from .tokens import AccessClaims
 
@@ -131,11 +135,15 @@ def auth_middleware(
 ) -> Callable:
     """The middleware for one Auth: `marks` holds the routes it set up; with `owns_app`
     every other route of the app is treated as its own too."""
+    metrics = service.metrics
+    timed = metrics.enabled  # off: not even the clock is read
+    observe = metrics.request
 
     @web.middleware
     async def auth(request: web.Request, handler: errors.Handler) -> web.StreamResponse:
         match_info = request.match_info
-        mark = marks.get(match_info.route)
+        route = match_info.route
+        mark = marks.get(route)
         if mark is None:
             role = getattr(match_info.handler, GUARD_ATTRIBUTE, None)
             if role is not None:
@@ -143,6 +151,7 @@ def auth_middleware(
             if not owns_app:
                 return await handler(request)
             mark = CORE_ROUTE
+        started = perf_counter() if timed else 0.0
         try:
             if mark.role is not None:
                 try:
@@ -152,24 +161,26 @@ def auth_middleware(
                     request[keys.CLAIMS] = claims
             response = await handler(request)
         except ApiError as error:
-            response = _render(request, mark, error)
+            response = _render(request, mark, error, metrics)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
             error = _from_http_exception(request, exc, max_body_bytes)
-            response = _render(request, mark, error)
+            response = _render(request, mark, error, metrics)
         except StorageUnavailable:
             logger.warning("storage unavailable on %s %s", request.method, request.path)
-            response = _render(request, mark, errors.unavailable())
+            response = _render(request, mark, errors.unavailable(), metrics)
         except Exception:
             logger.exception("unhandled error on %s %s", request.method, request.path)
-            response = _render(request, mark, errors.internal_error())
+            response = _render(request, mark, errors.internal_error(), metrics)
         if not response.prepared:
             headers = response.headers
             for name, value in SECURITY_HEADERS:
                 headers[name] = value
             if hdrs.CACHE_CONTROL not in headers:
                 headers[hdrs.CACHE_CONTROL] = DEFAULT_CACHE_CONTROL
+        if timed:
+            observe(route, response.status, perf_counter() - started)
         return response
 
     async def _host_guarded(
@@ -188,8 +199,10 @@ def auth_middleware(
 
 
 def _render(
-    request: web.Request, mark: RouteMark, error: ApiError
+    request: web.Request, mark: RouteMark, error: ApiError, metrics: Metrics
 ) -> web.StreamResponse:
+    """Every error the middleware answers: counted by code, a 429 logged too."""
+    metrics.error_answer(request, error.code)
     if error.code is errors.ErrorCode.RATE_LIMITED:
         log_event("rate_limited", request, level=logging.WARNING)
     return mark.render(request, error)

@@ -35,6 +35,8 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 
 
 def _content(answer: Answer) -> dict[str, Any]:
+    if answer.media_type:
+        return {answer.media_type: {"schema": {"type": "string"}}}
     if answer.text:
         return {
             "text/plain": {"schema": {"type": "string", "const": answer.description}}

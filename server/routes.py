@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from . import schemas, websocket
 from .errors import Handler
 from .guards import Role
-from .handlers import auth, content, demo, meta, users
+from .handlers import auth, content, demo, meta, ops, users
 from .middleware import ErrorRenderer, TokenReader, read_access_token, render_error
 
 AUTH_PREFIX = "/api/auth"
@@ -33,6 +33,7 @@ class Answer:
     model: type[BaseModel] | None = None
     text: bool = False
     empty: bool = False  # no body at all
+    media_type: str | None = None  # a text body of this type (model None)
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,28 @@ ROUTES: tuple[Route, ...] = (
         (Answer(200, "OpenAPI 3.1 document"),),
         tag="meta",
         group="meta",
+    ),
+    Route(
+        "GET",
+        "/api/health",
+        ops.health,
+        "Whether this process can serve: the storage answers within 2 seconds",
+        (
+            Answer(200, "Healthy", schemas.Healthy),
+            Answer(503, "The storage does not answer", schemas.Unhealthy),
+        ),
+        tag="operations",
+        group="health",
+    ),
+    Route(
+        "GET",
+        "/metrics",
+        ops.metrics,
+        "Prometheus metrics, the same totals whichever worker answers"
+        " (metrics.enabled)",
+        (Answer(200, "Prometheus text format", media_type="text/plain"),),
+        tag="operations",
+        group="metrics",
     ),
 )
 

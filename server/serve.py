@@ -10,6 +10,7 @@ never a traceback or a process that neither serves nor exits), a taken port.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
@@ -20,6 +21,7 @@ from . import signing_keys
 from .app import create_app
 from .edge import EdgeLimits, EdgeRunner
 from .listener import EdgeSite, listen
+from .multiproc import shared_metrics_directory, single_process_metrics
 from .settings import Settings, SettingsError
 
 logger = logging.getLogger("auth.server")
@@ -41,11 +43,17 @@ def serve(settings: Settings) -> None:
         limits = EdgeLimits.from_settings(server)
         sockets = _listen(settings)
         if server.workers == 1:
+            single_process_metrics()
             asyncio.run(_serve_one(settings, sockets, limits))
         else:
             from .workers import run_workers  # gunicorn only where it is used
 
-            run_workers(settings, sockets, limits)
+            with (
+                shared_metrics_directory()
+                if settings.metrics.enabled
+                else contextlib.nullcontext()
+            ):
+                run_workers(settings, sockets, limits)
     finally:
         presence.close()
 

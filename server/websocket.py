@@ -102,10 +102,12 @@ class SessionSocket:
 
     async def _watch(self) -> None:
         """Close at revocation (at once) or expiry (checked every poll interval, on the
-        server clock)."""
+        server clock). The socket counts as open while this runs."""
         revocations = self._service.revocations
         session_id = self.claims.session_id
         revoked = revocations.revoked(session_id)
+        metrics = self._service.metrics
+        metrics.socket_opened()
         try:
             while not self.response.closed:
                 if revoked.is_set():
@@ -119,6 +121,7 @@ class SessionSocket:
                     await asyncio.wait_for(revoked.wait(), min(left, self._poll))
         finally:
             revocations.forget_waiter(session_id, revoked)
+            metrics.socket_closed()
 
     async def _stop_watching(self) -> None:
         if self._watcher is not None:

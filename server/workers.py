@@ -8,7 +8,9 @@ then stops an old one, one by one: the port never closes and capacity never drop
 
 Each worker builds its own app (`create_app`) and serves it through the edge
 (`server.edge`), as the single process does. gunicorn's own log lines go through our
-logging configuration.
+logging configuration. Metrics are merged across workers by prometheus-client's
+multiprocess mode (server/multiproc.py): `serve` sets up the directory before the
+arbiter forks, and the arbiter's `child_exit` hook retires a dead worker's gauges.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from storage import StorageError
 from .app import create_app
 from .edge import FRESH_GRACE, EdgeLimits, EdgeRunner
 from .listener import LISTEN_BACKLOG, EdgeSite
+from .multiproc import worker_exited
 from .settings import Settings, SettingsError
 
 GRACEFUL_TIMEOUT = 10
@@ -75,6 +78,8 @@ class WorkersApplication(BaseApplication):  # type: ignore[misc]
             "control_socket_disable": True,  # no shared socket in the home folder
             "when_ready": _banner,
         }
+        if self.settings.metrics.enabled:
+            options["child_exit"] = worker_exited
         for name, value in options.items():
             self.cfg.set(name, value)
 

@@ -38,10 +38,9 @@ class Scrape:
         }
 
     def requests(self, route: str, status: int) -> float:
-        """How many requests the duration histogram counted."""
-        return self.value(
-            "auth_http_request_duration_seconds_count", route=route, status=str(status)
-        )
+        """How many requests the duration histogram counted (0: no series yet)."""
+        labels = frozenset({"route": route, "status": str(status)}.items())
+        return self.samples.get(("auth_http_request_duration_seconds_count", labels), 0)
 
     def without_route(self, route: str) -> dict[Key, float]:
         """Every sample except the histogram's of `route` (a scrape counts itself)."""

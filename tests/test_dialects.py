@@ -133,6 +133,8 @@ async def test_without_bezkoder_its_api_is_gone_but_documents_stay(
         ("GET", "/.well-known/jwks.json"),
         ("GET", "/api/openapi.json"),
         ("GET", "/api/ws"),
+        ("GET", "/api/health"),
+        ("GET", "/metrics"),
     }
 
 

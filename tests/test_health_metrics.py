@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 
-from server import clock, keys
+from server import EMBEDDED_GROUPS, Auth, clock, keys
 from server.metrics import DURATION_BUCKETS, PrometheusMetrics
 from server.purge import purge_once
-from tests.conftest import Api, MakeApi, expect_error
+from tests.conftest import Api, MakeApi, expect_error, make_settings
 from tests.metrics_kit import Scrape
 
 NEW_PASSWORD = "a brand new passphrase 42"
@@ -277,7 +281,6 @@ async def test_a_known_sequence_is_counted_exactly(make_api: MakeApi) -> None:
 
 async def test_the_histogram_has_cumulative_buckets_sum_and_count() -> None:
     """The bulk flush renders what prometheus-client's own `observe` would."""
-    from aiohttp import web
 
     async def handler(request: web.Request) -> web.Response:
         return web.Response()
@@ -376,3 +379,20 @@ async def test_two_apps_in_one_process_count_apart(make_api: MakeApi) -> None:
     assert (await first.signin("nobody")).status == 401
     assert (await scrape(first)).value("auth_signins_total", result="failure") == 1
     assert (await scrape(second)).value("auth_signins_total", result="failure") == 0
+
+
+async def test_a_host_app_opts_into_health_and_metrics(
+    aiohttp_client: Callable[..., Awaitable[TestClient]], tmp_path: Path
+) -> None:
+    default, opted = web.Application(), web.Application()
+    Auth(make_settings(tmp_path / "a")).setup(default)
+    Auth(make_settings(tmp_path / "b")).setup(
+        opted, groups=EMBEDDED_GROUPS | {"health", "metrics"}
+    )
+    plain, ops = await aiohttp_client(default), await aiohttp_client(opted)
+    assert (await plain.get("/api/health")).status == 404
+    assert (await plain.get("/metrics")).status == 404
+    response = await ops.get("/api/health")
+    assert (response.status, await response.json()) == (200, {"status": "ok"})
+    response = await ops.get("/metrics")
+    assert response.status == 200 and "auth_signins_total" in await response.text()

@@ -10,9 +10,9 @@ server is built from.
     claims = auth.user(request)                  # the verified access token, or None
 
 Creating an Auth does no I/O (but for prometheus-client's files in multiprocess mode,
-under `--workers N`: server/metrics.py). Its resources (storage, signing keys, the hashing pool) and
-background tasks (key reloads, revocation polling, the purge) start and stop with the app
-it is set up in, through the app's cleanup context.
+under `--workers N`: server/metrics.py). Its resources (storage, signing keys, the
+hashing pool) and background tasks (key reloads, revocation polling, the purge) start
+and stop with the app it is set up in, through the app's cleanup context.
 """
 
 from __future__ import annotations

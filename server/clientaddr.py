@@ -123,5 +123,5 @@ def client_key(request: web.Request) -> str:
     """`rate_limit_key` of the request's client with `ratelimit.ipv6_prefix`."""
     from . import keys
 
-    prefix = request.app[keys.SETTINGS].ratelimit.ipv6_prefix
+    prefix = request.app[keys.AUTH].settings.ratelimit.ipv6_prefix
     return rate_limit_key(address_of(request), prefix)

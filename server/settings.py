@@ -163,6 +163,15 @@ class RateLimitSettings:
     signup_ip_window: int = setting(3600, at_least(1))
     refresh_ip_limit: int = setting(600, at_least(1))
     refresh_ip_window: int = setting(60, at_least(1))
+    signout_ip_limit: int = setting(120, at_least(1))
+    signout_ip_window: int = setting(60, at_least(1))
+    signin_success_account_limit: int = setting(60, at_least(1))
+    signin_success_account_window: int = setting(900, at_least(1))
+    signin_success_ip_limit: int = setting(300, at_least(1))
+    signin_success_ip_window: int = setting(900, at_least(1))
+    max_hashes_per_account: int = setting(2, at_least(1))
+    max_hashes_per_address: int = setting(4, at_least(1))
+    process_share: float = setting(0.5, between(0, 1))
     ipv6_prefix: int = setting(64, between(32, 128))
 
 

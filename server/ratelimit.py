@@ -50,7 +50,6 @@ USERNAME = "username"
 EMAIL = "email"
 # Storage keys of the sign-in counters.
 IP, PAIR, ACCOUNT = "signin-ip:", "signin-pair:", "signin-account:"
-SUCCESS = "signin-ok-"
 SUCCESS_IP, SUCCESS_ACCOUNT = "signin-ok-ip:", "signin-ok-account:"
 KNOWN = "known:"
 
@@ -83,6 +82,8 @@ class _Limit:
     key: str
     limit: int
     window: int
+    success: bool = False  # counts successes (else failures)
+    typos: bool = False  # failures of one name from one address: a success forgets them
 
 
 class SigninAttempt:
@@ -107,7 +108,7 @@ class SigninAttempt:
     async def failed(self) -> None:
         """A wrong password or an unknown name: take back the success counts."""
         if self._limiter is not None:
-            await self._limiter._refund(self._of_kind(success=True))
+            await self._limiter._refund([c for c in self._counted if c.success])
 
     async def succeeded(self) -> None:
         """Take back the failure counts, forget this address's typos of this name, and
@@ -115,61 +116,65 @@ class SigninAttempt:
         limiter = self._limiter
         if limiter is None:
             return
-        failures = self._of_kind(success=False)
-        pair = [limit for limit in failures if limit.key.startswith(PAIR)]
-        await limiter._refund([limit for limit in failures if limit not in pair])
-        for limit in pair:
-            await limiter.storage.delete_counter(limit.key)
+        failures = [c for c in self._counted if not c.success]
+        await limiter._refund([c for c in failures if not c.typos])
+        for typos in [c for c in failures if c.typos]:
+            await limiter.storage.delete_counter(typos.key)
         await limiter._trust(self._account, self._address, self._known)
-
-    def _of_kind(self, *, success: bool) -> list[_Limit]:
-        return [
-            limit for limit in self._counted if limit.key.startswith(SUCCESS) == success
-        ]
 
 
 _NOT_COUNTED = SigninAttempt(None)
 
 
+@dataclass(slots=True)
+class Window:
+    """One address's count in this process, and until when it is refused outright."""
+
+    count: int
+    ends: int
+    blocked_until: int = 0
+
+
 class LocalWindows:
-    """Fixed-window counters of one window length in this process's memory, each
-    `[count, window end, blocked until]`. Ordered by window end, so ended windows are
-    dropped from the front as time goes on; at most `max_keys` are kept."""
+    """Fixed-window counters of one window length in this process's memory. Ordered
+    by window end, so ended windows are dropped from the front as time goes on; at
+    most `max_keys` are kept."""
 
     def __init__(self, window: int, max_keys: int = LOCAL_KEYS) -> None:
         self.window = window
         self.max_keys = max_keys
-        self._counts: OrderedDict[str, list[int]] = OrderedDict()  # [count, end]
+        self._windows: OrderedDict[str, Window] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._counts)
+        return len(self._windows)
 
-    def hit(self, key: str, now: int) -> list[int] | None:
-        """Add one to `key`'s counter and return it as [count, window end, blocked
-        until]; None when the table is full and `key` is new."""
+    def hit(self, key: str, now: int) -> Window | None:
+        """Add one to `key`'s count and return its window; None when the table is
+        full and `key` is new."""
         self._drop_ended(now)
-        entry = self._counts.get(key)
+        windows = self._windows
+        entry = windows.get(key)
         if entry is None:
-            if len(self._counts) >= self.max_keys:
+            if len(windows) >= self.max_keys:
                 return None
-            entry = self._counts[key] = [0, now + self.window, 0]
-        elif entry[1] <= now:  # ended, behind a later one (the clock went back)
-            entry[0], entry[1] = 0, now + self.window
-            self._counts.move_to_end(key)
-        entry[0] += 1
+            entry = windows[key] = Window(0, now + self.window)
+        elif entry.ends <= now:  # ended, behind a later one (the clock went back)
+            entry.count, entry.ends = 0, now + self.window
+            windows.move_to_end(key)
+        entry.count += 1
         return entry
 
     def _drop_ended(self, now: int) -> None:
-        counts = self._counts
-        while counts:
-            key, entry = next(iter(counts.items()))
-            if entry[1] > now:
+        windows = self._windows
+        while windows:
+            key, entry = next(iter(windows.items()))
+            if entry.ends > now:
                 return
-            if entry[2] > now:  # still blocked: a new window, kept in order
-                counts.move_to_end(key)
-                entry[0], entry[1] = 0, now + self.window
+            if entry.blocked_until > now:  # still refused: a new window, in order
+                entry.count, entry.ends = 0, now + self.window
+                windows.move_to_end(key)
                 continue
-            del counts[key]
+            del windows[key]
 
 
 class AddressLimit:
@@ -205,15 +210,15 @@ class AddressLimit:
             if counter.count > self.limit:
                 raise rate_limited(counter.reset_at - now)
             return
-        if entry[2] > now:
-            raise rate_limited(entry[2] - now)
-        if entry[0] <= self.free:
+        if entry.blocked_until > now:
+            raise rate_limited(entry.blocked_until - now)
+        if entry.count <= self.free:
             return
         counter = await self.storage.hit_counter(
             self.prefix + address, self.window, now
         )
         if counter.count > self.limit - self.free:
-            entry[2] = counter.reset_at
+            entry.blocked_until = counter.reset_at
             raise rate_limited(counter.reset_at - now)
 
 
@@ -293,10 +298,15 @@ class RateLimiter:
         s, now = self.settings, _now()
         known_key = f"{KNOWN}{account or name}:{address}"
         known = await self.storage.read_counter(known_key, now)
+        # The client's own budgets first, the name's shared one last: an attempt
+        # refused by the former never touches the latter.
         limits = [
             _Limit(IP + address, s.signin_ip_limit, s.signin_ip_window),
             _Limit(
-                f"{PAIR}{name}:{address}", s.signin_pair_limit, s.signin_pair_window
+                f"{PAIR}{name}:{address}",
+                s.signin_pair_limit,
+                s.signin_pair_window,
+                typos=True,
             ),
         ]
         if count_success:
@@ -305,6 +315,7 @@ class RateLimiter:
                     SUCCESS_IP + address,
                     s.signin_success_ip_limit,
                     s.signin_success_ip_window,
+                    success=True,
                 )
             )
         if known.count == 0:
@@ -317,6 +328,7 @@ class RateLimiter:
                     SUCCESS_ACCOUNT + name,
                     s.signin_success_account_limit,
                     s.signin_success_account_window,
+                    success=True,
                 )
             )
         # Read first: an attempt over a limit is refused without a write, so a flood

@@ -45,7 +45,7 @@ from .settings import RateLimitSettings
 
 # Addresses one `AddressLimit` remembers in memory per window; beyond, new addresses
 # are counted in storage only (correct, just no longer free).
-LOCAL_KEYS = 100_000
+LOCAL_KEYS = 50_000  # about 250 bytes each
 USERNAME = "username"
 EMAIL = "email"
 # Storage keys of the sign-in counters.

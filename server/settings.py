@@ -156,7 +156,7 @@ class RateLimitSettings:
     signin_ip_window: int = setting(900, at_least(1))
     signin_pair_limit: int = setting(20, at_least(1))
     signin_pair_window: int = setting(900, at_least(1))
-    signin_account_limit: int = setting(100, at_least(1))
+    signin_account_limit: int = setting(50, at_least(1))
     signin_account_window: int = setting(3600, at_least(1))
     known_address_ttl: int = setting(2592000, at_least(1))
     signup_ip_limit: int = setting(100, at_least(1))

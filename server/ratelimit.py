@@ -8,7 +8,9 @@ limits hold across processes and instances (OWASP authentication cheat sheet, AS
 - per login name from addresses that never signed into its account, against
   distributed guessing. An address that signed into the account recently is "known"
   and not subject to this limit, so an attacker elsewhere cannot lock the owner out.
-Successes are limited per login name and per address, since each costs a password hash.
+Successes are limited per login name and per address, since each costs a password hash,
+and so are the checks in flight at once (`hash_caps`, held by `PasswordHasher.admit`),
+so that one client cannot fill the hashing queue.
 
 Every attempt is counted against all of them BEFORE its password is hashed (the new
 count decides, so N concurrent attempts against a limit with k left let at most k
@@ -366,10 +368,12 @@ class RateLimiter:
         if not account:
             return
         now, ttl = _now(), self.settings.known_address_ttl
-        if known is not None and known.count > 0 and known.reset_at - now > ttl // 2:
+        known_now = known is not None and known.count > 0
+        if known_now and known.reset_at - now > ttl // 2:
             return
         key = f"{KNOWN}{account}:{address}"
-        await self.storage.delete_counter(key)
+        if known_now:  # restart its window
+            await self.storage.delete_counter(key)
         await self.storage.hit_counter(key, ttl, now)
 
 

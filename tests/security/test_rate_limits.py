@@ -14,6 +14,7 @@ import bcrypt
 import pytest
 
 from tests.conftest import PASSWORD, MakeApi, expect_error
+from tests.security.conftest import Clock
 from tests.security.ratelimit_kit import (
     PROXY,
     WRONG,
@@ -87,6 +88,23 @@ async def test_an_attacker_elsewhere_cannot_lock_the_owner_out(
     # ...but the owner's known address still signs in, again and again.
     for _ in range(2):
         assert (await signin(api, "alice", address=OWNER_ADDRESS)).status == 200
+
+
+async def test_a_known_address_is_renewed_by_signing_in(
+    make_api: MakeApi, clock: Clock
+) -> None:
+    """Trusted for `known_address_ttl` (30 days) after a sign-in from it, renewed by a
+    sign-in once half of that has passed."""
+    api = await make_api(server=PROXY, ratelimit=limits(signin_account_limit=1))
+    await api.signup("alice")
+    day = 86400
+    assert (await signin(api, "alice", address=OWNER_ADDRESS)).status == 200
+    clock.advance(20 * day)
+    assert (await signin(api, "alice", address=OWNER_ADDRESS)).status == 200
+    clock.advance(20 * day)  # 40 days after the first sign-in, 20 after the second
+    await expect_invalid_credentials(await signin(api, "alice", WRONG, "198.51.100.1"))
+    await expect_limited(await signin(api, "alice", address="198.51.100.2"), 3600)
+    assert (await signin(api, "alice", address=OWNER_ADDRESS)).status == 200
 
 
 async def test_forwarded_headers_from_an_untrusted_peer_are_ignored(

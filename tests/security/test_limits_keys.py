@@ -23,6 +23,9 @@ from tests.security.ratelimit_kit import (
     signin,
 )
 
+# Keys are made before any storage call, and every backend keeps counters the same
+# way (test_rate_limits.py, test_limits_exact.py): one backend shows what is counted.
+pytestmark = pytest.mark.parametrize("backend", ["memory"])
 LINKED = ("alice", "alice@example.com")  # one account
 UNLINKED = ("bob", "carol@example.com")  # two accounts: bob, carol
 UNKNOWN = ("nobody", "nobody@example.com")  # no account

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from storage import (
@@ -30,8 +31,14 @@ from . import clock, errors
 from .caller import Caller
 from .events import log_event
 from .guards import Role
-from .passwords import HashingBusy, PasswordHasher, WeakPassword, check_length
-from .ratelimit import RateLimiter, account_key
+from .passwords import (
+    Admission,
+    HashingBusy,
+    PasswordHasher,
+    WeakPassword,
+    check_length,
+)
+from .ratelimit import EMAIL, USERNAME, RateLimiter, login_key
 from .revocation import RevocationSet
 from .settings import Settings
 from .tokens import (
@@ -171,12 +178,14 @@ class AuthService:
         wanted = requested_roles(roles)
         if wanted != (Role.USER.value,) and not _is_admin(granted_by):
             raise errors.forbidden(Role.ADMIN.denied_message)
-        await self.limiter.hit_signup(caller.ip)
+        await self.limiter.hit_signup(caller.limit_key)
         if await self.storage.find_user(username=username):
             raise errors.username_taken()  # before spending bcrypt; re-checked on insert
         if await self.storage.find_user(email=email):
             raise errors.email_taken()
-        password_hash = await self._hash_new_password(password, [username, email])
+        password_hash = await self._hash_new_password(
+            caller, password, [username, email]
+        )
         user = User(uuid.uuid4().hex, username, email, password_hash, wanted, _now())
         try:
             await self.storage.create_user(user)
@@ -200,11 +209,11 @@ class AuthService:
         the username is derived from the email (clients must not rely on it).
         `password_field` is how a password error names the field."""
         self._check_new_password(password, password_field)
-        await self.limiter.hit_signup(caller.ip)
+        await self.limiter.hit_signup(caller.limit_key)
         if await self.storage.find_user(email=email):
             raise errors.email_taken()
         password_hash = await self._hash_new_password(
-            password, [display_name, email], password_field
+            caller, password, [display_name, email], password_field
         )
         for username in await self._free_usernames(email):
             # TODO(merge storage): add display_name=display_name once User has it.
@@ -287,24 +296,29 @@ class AuthService:
         email: str | None = None,
     ) -> SignedIn:
         """A new session for the right password. An unknown login and a wrong password
-        get the same answer after the same work."""
+        get the same answer after the same work. Rate limits count the login name as
+        typed (see `ratelimit`), before the password is hashed."""
         if username is not None:
-            login, user = username, await self.storage.find_user(username=username)
+            name = login_key(USERNAME, username)
+            user = await self.storage.find_user(username=username)
         else:
-            login, user = email or "", await self.storage.find_user(email=email)
-        account = account_key(user, login)
-        await self.limiter.check_signin(account, caller.ip)
-        matched = await self._password_matches(password, user)
-        if user is None or not matched:
-            await self.limiter.signin_failed(account, caller.ip)
-            self._event(
-                "signin_failed",
-                caller,
-                level=logging.WARNING,
-                user_id=user.id if user else None,
+            name = login_key(EMAIL, email or "")
+            user = await self.storage.find_user(email=email)
+        with self._admit(self.limiter.hash_caps(caller.limit_key, name)) as hashing:
+            attempt = await self.limiter.begin_signin(
+                name, user.id if user else None, caller.limit_key
             )
-            raise errors.invalid_credentials()
-        await self.limiter.signin_succeeded(account, caller.ip)
+            matched = await self._password_matches(hashing, password, user)
+            if user is None or not matched:
+                await attempt.failed()
+                self._event(
+                    "signin_failed",
+                    caller,
+                    level=logging.WARNING,
+                    user_id=user.id if user else None,
+                )
+                raise errors.invalid_credentials()
+            await attempt.succeeded()
         session_id, refresh_token = await self._start_session(user)
         self._event("signin", caller, user_id=user.id, session_id=session_id)
         return SignedIn(
@@ -331,7 +345,7 @@ class AuthService:
         """A new access token for a live refresh token, rotating it when configured."""
         if not presented:
             raise errors.refresh_missing()
-        await self.limiter.hit_refresh(caller.ip)
+        await self.limiter.hit_refresh(caller.limit_key)
         tokens = self.settings.tokens
         successor = (
             self.refresh_tokens.successor(presented) if tokens.rotate_refresh else None
@@ -383,6 +397,7 @@ class AuthService:
         """Revoke the session of a refresh token; idempotent. The session id, if any."""
         if not presented:
             raise errors.refresh_missing()
+        await self.limiter.hit_signout(caller.limit_key)
         session_id = await self.storage.revoke_session(
             self.refresh_tokens.digest(presented), RevokeReason.SIGNOUT, _now()
         )
@@ -411,20 +426,25 @@ class AuthService:
         current password is limited like a failed sign-in."""
         self._check_new_password(new, "newPassword")
         user = await self.current_user(claims)
-        await self.limiter.check_signin(user.id, caller.ip)
-        if not await self._password_matches(current, user):
-            await self.limiter.signin_failed(user.id, caller.ip)
-            self._event(
-                "password_change_failed",
-                caller,
-                level=logging.WARNING,
-                user_id=user.id,
-                session_id=claims.session_id,
+        name = login_key(USERNAME, user.username)  # guesses share sign-in's budget
+        with self._admit(self.limiter.hash_caps(caller.limit_key, name)) as hashing:
+            attempt = await self.limiter.begin_signin(
+                name, user.id, caller.limit_key, count_success=False
             )
-            raise errors.wrong_current_password()
-        new_hash = await self._hash_new_password(
-            new, [user.username, user.email], "newPassword"
-        )
+            if not await self._password_matches(hashing, current, user):
+                await attempt.failed()
+                self._event(
+                    "password_change_failed",
+                    caller,
+                    level=logging.WARNING,
+                    user_id=user.id,
+                    session_id=claims.session_id,
+                )
+                raise errors.wrong_current_password()
+            await attempt.succeeded()
+            new_hash = await self._hash_new_password(
+                caller, new, [user.username, user.email], "newPassword", hashing
+            )
         revoked = await self.storage.change_password(
             user.id, new_hash, claims.session_id, _now()
         )
@@ -452,24 +472,37 @@ class AuthService:
         except WeakPassword as exc:
             raise errors.validation_error(str(exc)) from None
 
-    async def _hash_new_password(
-        self, password: str, user_inputs: list[str], field: str = "password"
-    ) -> str:
+    def _admit(self, caps: Mapping[str, int]) -> Admission:
+        """A place in the hashing queue within the caller's caps, or 429 at once."""
         try:
-            return await self.passwords.hash_new(password, user_inputs, field)
-        except WeakPassword as exc:
-            raise errors.validation_error(str(exc)) from None
+            return self.passwords.admit(caps)
         except HashingBusy:
             raise errors.rate_limited(BUSY_RETRY_SECONDS) from None
 
-    async def _password_matches(self, password: str, user: User | None) -> bool:
-        """The same work for an unknown user (a dummy hash) as for a wrong password."""
+    async def _hash_new_password(
+        self,
+        caller: Caller,
+        password: str,
+        user_inputs: list[str],
+        field: str = "password",
+        hashing: Admission | None = None,
+    ) -> str:
+        """Judge and hash a new password; a caller not yet admitted is admitted under
+        its address's cap."""
         try:
-            return await self.passwords.verify(
-                password, user.password_hash if user else None
-            )
-        except HashingBusy:
-            raise errors.rate_limited(BUSY_RETRY_SECONDS) from None
+            if hashing is not None:
+                return await hashing.hash_new(password, user_inputs, field)
+            with self._admit(self.limiter.hash_caps(caller.limit_key)) as admitted:
+                return await admitted.hash_new(password, user_inputs, field)
+        except WeakPassword as exc:
+            raise errors.validation_error(str(exc)) from None
+
+    @staticmethod
+    async def _password_matches(
+        hashing: Admission, password: str, user: User | None
+    ) -> bool:
+        """The same work for an unknown user (a dummy hash) as for a wrong password."""
+        return await hashing.verify(password, user.password_hash if user else None)
 
     @staticmethod
     def _event(

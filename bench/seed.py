@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import os
 import secrets
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -137,26 +138,32 @@ async def _insert_sqlite(
     now: int,
     expires_at: int,
 ) -> None:
-    storage = open_storage(store)
+    storage = open_storage(store)  # makes the schema
     await storage.open()
+    await storage.close()
+    sessions, tokens = _rows(user_id, prefix, start, stop, now, expires_at)
+    await asyncio.to_thread(_copy_sqlite, store.location, sessions, tokens)
+    await asyncio.to_thread(_fsync, store.location)
+
+
+def _copy_sqlite(path: str, sessions: list[tuple], tokens: list[tuple]) -> None:
+    """Rows in by executemany, CHUNK to a transaction, on a connection of its own."""
+    db = sqlite3.connect(path, isolation_level=None, timeout=30)
     try:
-        db = storage.db  # the backend's own aiosqlite connection
-        await db.execute(f"PRAGMA cache_size = -{SEED_CACHE_KIB}")
-        await db.execute("PRAGMA synchronous = OFF")
-        sessions, tokens = _rows(user_id, prefix, start, stop, now, expires_at)
+        db.execute(f"PRAGMA cache_size = -{SEED_CACHE_KIB}")
+        db.execute("PRAGMA synchronous = OFF")
         for low in range(0, len(sessions), CHUNK):
-            await db.execute("BEGIN IMMEDIATE")
-            await db.executemany(
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(
                 _insert_sql("sessions", SESSION_COLUMNS), sessions[low : low + CHUNK]
             )
-            await db.executemany(
+            db.executemany(
                 _insert_sql("refresh_tokens", TOKEN_COLUMNS), tokens[low : low + CHUNK]
             )
-            await db.execute("COMMIT")
-        await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.execute("COMMIT")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
-        await storage.close()
-    await asyncio.to_thread(_fsync, store.location)
+        db.close()
 
 
 def _fsync(path: str) -> None:

@@ -171,7 +171,9 @@ async def _start_session(request: web.Request, user: User) -> tuple[str, str]:
         created_at=started,
         expires_at=started + settings.refresh_ttl,
     )
-    await request.app[keys.STORAGE].create_session(session)
+    if not await request.app[keys.STORAGE].create_session(session, user.password_hash):
+        # The password changed, or the user was deleted, since it was verified.
+        raise errors.invalid_credentials()
     return session.id, refresh_token
 
 
@@ -254,12 +256,12 @@ async def signout(request: web.Request) -> web.Response:
     if not body.refreshToken:
         raise errors.refresh_missing()
     token_hash = request.app[keys.REFRESH_TOKENS].digest(body.refreshToken)
-    session_id = await request.app[keys.STORAGE].revoke_session(
+    revoked = await request.app[keys.STORAGE].revoke_session(
         token_hash, RevokeReason.SIGNOUT, now()
     )
-    if session_id is not None:
-        remember_revoked(request, [session_id])
-        log_event("signout", request, session_id=session_id)
+    if revoked is not None:
+        remember_revoked(request, [revoked.session_id])
+        log_event("signout", request, session_id=revoked.session_id)
     return json_ok({"message": "You've been signed out!"})
 
 

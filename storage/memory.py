@@ -6,6 +6,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, replace
 
+from .accounts import is_enabled_admin, needs_another_admin, revoke_reason, updated
 from .base import DEFAULT_REUSE_WINDOW, Storage
 from .errors import EmailTaken, LastAdmin, StorageError, UsernameTaken
 from .identity import email_key, lookup_keys, username_key
@@ -23,8 +24,6 @@ from .models import (
     UserUpdate,
 )
 from .rotation import Action, TokenState, decide, epoch_ms
-
-ADMIN = "admin"
 
 
 @dataclass
@@ -107,7 +106,9 @@ class MemoryStorage(Storage):
         self, limit: int, after: tuple[int, str] | None, query: str | None
     ) -> list[User]:
         text = username_key(query) if query else None
-        found = []
+        found: list[User] = []
+        if limit <= 0:
+            return found
         for user in sorted(self._users.values(), key=_order):
             if after is not None and _order(user) <= after:
                 continue
@@ -134,25 +135,17 @@ class MemoryStorage(Storage):
         user = self._users.get(user_id)
         if user is None:
             return None
-        changed = replace(
-            user,
-            roles=user.roles if roles is None else tuple(roles),
-            disabled=user.disabled if disabled is None else disabled,
-        )
-        if _enabled_admin(user) and not _enabled_admin(changed):
+        changed = updated(user, roles, disabled)
+        if needs_another_admin(user, changed):
             self._refuse_last_admin(user_id)
         self._users[user_id] = changed
-        if changed.disabled:
-            reason: RevokeReason | None = RevokeReason.USER_DISABLED
-        elif set(user.roles) - set(changed.roles):
-            reason = RevokeReason.ROLE_REMOVED
-        else:
-            reason = None
+        reason = revoke_reason(user, changed)
         revoked = self._revoke_user(user_id, None, reason, now) if reason else []
         return UserUpdate(changed, revoked)
 
     def _refuse_last_admin(self, user_id: str) -> None:
-        if not any(_enabled_admin(u) for u in self._users.values() if u.id != user_id):
+        others = (u for u in self._users.values() if u.id != user_id)
+        if not any(is_enabled_admin(u) for u in others):
             raise LastAdmin()
 
     async def change_password(
@@ -172,7 +165,7 @@ class MemoryStorage(Storage):
         user = self._users.get(user_id)
         if user is None:
             return None
-        if _enabled_admin(user):
+        if needs_another_admin(user, None):
             self._refuse_last_admin(user_id)
         del self._users[user_id]
         del self._usernames[username_key(user.username)]
@@ -409,7 +402,3 @@ class MemoryStorage(Storage):
 
 def _order(user: User) -> tuple[int, str]:
     return user.created_at, user.id
-
-
-def _enabled_admin(user: User) -> bool:
-    return ADMIN in user.roles and not user.disabled

@@ -17,6 +17,7 @@ PostgreSQL locking rules, kept by the plans on every database:
 
 from __future__ import annotations
 
+from .accounts import needs_another_admin, revoke_reason, updated
 from .errors import EmailTaken, LastAdmin, StorageError, UsernameTaken
 from .identity import email_key, username_key
 from .models import (
@@ -34,7 +35,6 @@ from .models import (
 from .rotation import Action, TokenState, decide, epoch_ms
 from .sqlkit import BEGIN, WRITE, Ctx, Plan, all_rows, many, one, run
 
-ADMIN = "admin"
 USER_COLUMNS = (
     "id, username, email, password_hash, roles, created_at, disabled, display_name"
 )
@@ -67,10 +67,6 @@ def user_from(row: tuple | None, start: int = 0) -> User | None:
 
 def _roles_text(roles: tuple[str, ...]) -> str:
     return ",".join(roles)
-
-
-def _is_enabled_admin(user: User) -> bool:
-    return ADMIN in user.roles and not user.disabled
 
 
 # users
@@ -217,25 +213,11 @@ def update_user(
     user = user_from((yield one(c.q(_USER_BY_ID_LOCKED), user_id)))
     if user is None:
         return None
-    changed = User(
-        user.id,
-        user.username,
-        user.email,
-        user.password_hash,
-        user.roles if roles is None else tuple(roles),
-        user.created_at,
-        user.disabled if disabled is None else disabled,
-        user.display_name,
-    )
-    if _is_enabled_admin(user) and not _is_enabled_admin(changed):
+    changed = updated(user, roles, disabled)
+    if needs_another_admin(user, changed):
         yield from _refuse_last_admin(c, user_id)
     yield run(c.q(_UPDATE_USER), user_id, _roles_text(changed.roles), changed.disabled)
-    if changed.disabled:
-        reason: RevokeReason | None = RevokeReason.USER_DISABLED
-    elif set(user.roles) - set(changed.roles):
-        reason = RevokeReason.ROLE_REMOVED
-    else:
-        reason = None
+    reason = revoke_reason(user, changed)
     revoked = []
     if reason is not None:
         revoked = yield from revoke(c, _REVOKE_USER, (user_id,), reason, now)
@@ -265,7 +247,7 @@ def delete_user(c: Ctx, user_id: str, now: int) -> Plan[list[str] | None]:
     user = user_from((yield one(c.q(_USER_BY_ID_LOCKED), user_id)))
     if user is None:
         return None
-    if _is_enabled_admin(user):
+    if needs_another_admin(user, None):
         yield from _refuse_last_admin(c, user_id)
     yield run(c.q("DELETE FROM users WHERE id = $1"), user_id)
     return (
@@ -369,6 +351,15 @@ def use_refresh_token(c: Ctx, request: RefreshRequest) -> Plan[RefreshResult]:
 _RETIRE = """UPDATE refresh_tokens SET retired_ms = $2, successor_hash = $3
     WHERE token_hash = $1"""
 _EXTEND = "UPDATE sessions SET expires_at = $2, last_used_at = $3 WHERE id = $1"
+# _RETIRE, _INSERT_TOKEN and _EXTEND in one statement
+_ROTATE = """
+    WITH retired AS (
+        UPDATE refresh_tokens SET retired_ms = $2, successor_hash = $3
+        WHERE token_hash = $1
+    ), successor AS (
+        INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($3, $4)
+    )
+    UPDATE sessions SET expires_at = $5, last_used_at = $6 WHERE id = $4"""
 _TOUCH = "UPDATE sessions SET last_used_at = $2 WHERE id = $1"
 _DELETE_TOKENS_OF = "DELETE FROM refresh_tokens WHERE session_id = $1"
 _DELETE_SESSION = "DELETE FROM sessions WHERE id = $1"
@@ -378,6 +369,17 @@ def _apply(c: Ctx, action: Action, state: TokenState, request: RefreshRequest) -
     sid, now = state.session_id, int(request.now)
     if action is Action.ROTATE:
         retired = epoch_ms(request.now)
+        if c.dialect.writable_ctes:
+            yield run(
+                c.q(_ROTATE),
+                request.token_hash,
+                retired,
+                request.successor_hash,
+                sid,
+                request.expires_at,
+                now,
+            )
+            return
         yield run(c.q(_RETIRE), request.token_hash, retired, request.successor_hash)
         yield run(c.q(_INSERT_TOKEN), request.successor_hash, sid)
         yield run(c.q(_EXTEND), sid, request.expires_at, now)

@@ -75,6 +75,7 @@ POSTGRES = Dialect(
         "in_list_1": "= ANY($1::text[])",
     },
     row_locks=True,
+    writable_ctes=True,
     locks={
         name: f"SELECT pg_advisory_xact_lock({key})" for name, key in _LOCK_KEYS.items()
     },

@@ -77,7 +77,7 @@ class SQLStorage(Storage):
     ) -> list[User]:
         if not self._storable(query, after[1] if after else None):
             return []
-        if query and "\x00" in query:  # no username or email holds one
+        if limit <= 0 or (query and "\x00" in query):  # no username or email has NUL
             return []
         return await self._run(plans.list_users, limit, after, query)
 

@@ -15,10 +15,11 @@ import asyncio
 import contextlib
 import json
 import os
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -44,6 +45,7 @@ SQLITE = Dialect(
         "in_list_1": "IN (SELECT value FROM json_each($1))",
     },
     row_locks=False,
+    writable_ctes=False,
     locks={},
     notify=None,
     list_param=json.dumps,
@@ -66,6 +68,45 @@ _UNAVAILABLE_TEXTS = (
 )
 
 
+class _Thread:
+    """One thread running submitted functions in order; each result comes back to the
+    caller's event loop with one call_soon_threadsafe (lighter than an executor)."""
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+
+    async def call(self, function: Callable[..., T], *args: Any) -> T:
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put((future, function, args))
+        return await future
+
+    def stop(self) -> None:
+        """Finish what was submitted, then end the thread (blocking)."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            future, function, args = item
+            try:
+                result = function(*args)
+            except BaseException as exc:
+                future.get_loop().call_soon_threadsafe(_settle, future, None, exc)
+            else:
+                future.get_loop().call_soon_threadsafe(_settle, future, result, None)
+
+
+def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
 class SQLiteStorage(SQLStorage):
     dialect = SQLITE
     connection_class: ClassVar[type[sqlite3.Connection]] = sqlite3.Connection
@@ -79,11 +120,11 @@ class SQLiteStorage(SQLStorage):
     ) -> None:
         super().__init__(revocation_ttl, reuse_window=reuse_window)
         self.path = path
-        self._executor: ThreadPoolExecutor | None = None
+        self._thread: _Thread | None = None
         self._conn: sqlite3.Connection | None = None
 
     async def open(self) -> None:
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite-storage")
+        self._thread = _Thread("sqlite-storage")
         try:
             await self._call(self._connect)
             await self._run(migrations.migrate)
@@ -92,13 +133,13 @@ class SQLiteStorage(SQLStorage):
             raise
 
     async def close(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is None:
+        thread, self._thread = self._thread, None
+        if thread is None:
             return
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            await asyncio.get_running_loop().run_in_executor(executor, conn.close)
-        await asyncio.to_thread(executor.shutdown)
+            await thread.call(conn.close)
+        await asyncio.to_thread(thread.stop)
 
     async def _run(self, plan: Callable[..., Plan[T]], *args: Any) -> T:
         return await self._call(self._drive, plan, args)
@@ -106,11 +147,10 @@ class SQLiteStorage(SQLStorage):
     async def _call(self, function: Callable[..., T], *args: Any) -> T:
         """`function(*args)` in the connection's thread; driver errors that mean the
         database is unusable become StorageUnavailable."""
-        if self._executor is None:
+        if self._thread is None:
             raise StorageUnavailable("the SQLite storage is not open")
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, function, *args)
+            return await self._thread.call(function, *args)
         except (sqlite3.Error, OSError) as exc:
             if _unavailable(exc):
                 raise StorageUnavailable(f"SQLite: {exc}") from exc

@@ -72,6 +72,8 @@ class Dialect:
     - `fragments`: text for the `{names}` in the shared SQL (row locks, types).
     - `row_locks`: the database locks rows (PostgreSQL); SQLite's BEGIN IMMEDIATE locks
       the whole file instead, so lock statements are skipped.
+    - `writable_ctes`: several changes can go in one statement (WITH ... UPDATE),
+      one round trip instead of several where the driver waits for each.
     - `locks`: statements taking a transaction-scoped lock by name ("migrations",
       "admins", "revocations"), for databases where concurrent writers need them.
     - `notify`: a statement telling listeners that revocations were recorded ($1: the
@@ -85,6 +87,7 @@ class Dialect:
     parameter: str
     fragments: Mapping[str, str]
     row_locks: bool
+    writable_ctes: bool
     locks: Mapping[str, str]
     notify: str | None
     list_param: Callable[[list[str]], object]

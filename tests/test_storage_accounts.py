@@ -171,6 +171,7 @@ async def test_list_users_in_pages(storage: Storage) -> None:
     assert second == users[4:8]
     assert await all_pages(storage, 3) == [u.id for u in users]
     assert await storage.list_users(5, (CREATED + 100, ""), None) == []
+    assert await storage.list_users(0, None, None) == []
 
 
 async def test_list_users_search(storage: Storage) -> None:

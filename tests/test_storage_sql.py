@@ -71,14 +71,23 @@ async def test_backends_without_push_say_so(storage: Storage) -> None:
 # several processes on one SQL database
 
 
-async def test_concurrent_refreshes_from_two_processes_rotate_once(
-    sql_database: tuple[str, str],
-) -> None:
-    kind, location = sql_database
+@asynccontextmanager
+async def two_processes(
+    database: tuple[str, str],
+) -> AsyncIterator[tuple[Storage, Storage]]:
+    """Two storages opened on one database, as two processes would."""
+    kind, location = database
     async with (
         opened(make_storage(kind, location)) as one,
         opened(make_storage(kind, location)) as two,
     ):
+        yield one, two
+
+
+async def test_concurrent_refreshes_from_two_processes_rotate_once(
+    sql_database: tuple[str, str],
+) -> None:
+    async with two_processes(sql_database) as (one, two):
         user = await user_with_session(one)
         request = refresh(T1, T2, 100)
         calls = [
@@ -95,11 +104,7 @@ async def test_concurrent_refreshes_from_two_processes_rotate_once(
 async def test_purges_from_two_processes_share_the_work(
     sql_database: tuple[str, str],
 ) -> None:
-    kind, location = sql_database
-    async with (
-        opened(make_storage(kind, location)) as one,
-        opened(make_storage(kind, location)) as two,
-    ):
+    async with two_processes(sql_database) as (one, two):
         user = make_user()
         await one.create_user(user)
         for i in range(6):
@@ -115,11 +120,7 @@ async def test_purges_from_two_processes_share_the_work(
 
 
 async def test_secret_is_shared_by_processes(sql_database: tuple[str, str]) -> None:
-    kind, location = sql_database
-    async with (
-        opened(make_storage(kind, location)) as one,
-        opened(make_storage(kind, location)) as two,
-    ):
+    async with two_processes(sql_database) as (one, two):
         first, second = await asyncio.gather(
             one.get_or_create_secret("hs256", b"one"),
             two.get_or_create_secret("hs256", b"two"),
@@ -131,11 +132,7 @@ async def test_secret_is_shared_by_processes(sql_database: tuple[str, str]) -> N
 async def test_revocations_reach_the_other_process(
     sql_database: tuple[str, str],
 ) -> None:
-    kind, location = sql_database
-    async with (
-        opened(make_storage(kind, location)) as one,
-        opened(make_storage(kind, location)) as two,
-    ):
+    async with two_processes(sql_database) as (one, two):
         await user_with_session(one)
         _, cursor = await two.revocations_since(None, 0)
         await one.revoke_session(T1, RevokeReason.SIGNOUT, 10)
@@ -548,6 +545,9 @@ async def test_postgres_away_is_storage_unavailable_then_recovers(kind: str) -> 
         for call in every_call(store):
             with pytest.raises(StorageUnavailable):
                 await call()
+        with pytest.raises(StorageUnavailable):  # starting meanwhile, too
+            async with opened(make_storage(kind, dsn)):
+                pass
         await relay.start()
         await store.ping()
         await rotated(store, user, refresh(T1, T2, 10))

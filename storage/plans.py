@@ -6,7 +6,7 @@ write yields BEGIN (one transaction) or WRITE (one statement standing alone).
 
 PostgreSQL locking rules, kept by the plans on every database:
 - every change to a session or its refresh tokens is made holding the session's row
-  lock (`lock_session`, or the UPDATE's own lock), so locking the session alone
+  lock (_LOCK_SESSION, or the UPDATE's own lock), so locking the session alone
   serialises all work on its tokens;
 - every change of a user row comes before the changes to its sessions (user row, then
   sessions, then their tokens and revocations), and session creation holds the user row
@@ -67,6 +67,19 @@ def user_from(row: tuple | None, start: int = 0) -> User | None:
 
 def _roles_text(roles: tuple[str, ...]) -> str:
     return ",".join(roles)
+
+
+def _revoke_sql(where: str) -> str:
+    """Revoke the unrevoked sessions matching `where` ($3 on), returning their ids."""
+    return f"""UPDATE sessions SET revoked_at = $1, revoke_reason = $2
+        WHERE {where} AND revoked_at IS NULL RETURNING id"""
+
+
+_REVOKE_SESSION = _revoke_sql("id = $3")
+_REVOKE_LIVE_SESSION_OF = _revoke_sql("id = $3 AND user_id = $4 AND expires_at > $5")
+_REVOKE_USER = _revoke_sql("user_id = $3")
+_REVOKE_USER_BUT = _revoke_sql("user_id = $3 AND id <> $4")
+_RECORD_REVOCATION = "INSERT INTO revocations (session_id, keep_until) VALUES ($1, $2)"
 
 
 # users
@@ -451,19 +464,6 @@ def revoke_other_sessions(
 
 
 # revocations
-
-
-def _revoke_sql(where: str) -> str:
-    """Revoke the unrevoked sessions matching `where` ($3 on), returning their ids."""
-    return f"""UPDATE sessions SET revoked_at = $1, revoke_reason = $2
-        WHERE {where} AND revoked_at IS NULL RETURNING id"""
-
-
-_REVOKE_SESSION = _revoke_sql("id = $3")
-_REVOKE_LIVE_SESSION_OF = _revoke_sql("id = $3 AND user_id = $4 AND expires_at > $5")
-_REVOKE_USER = _revoke_sql("user_id = $3")
-_REVOKE_USER_BUT = _revoke_sql("user_id = $3 AND id <> $4")
-_RECORD_REVOCATION = "INSERT INTO revocations (session_id, keep_until) VALUES ($1, $2)"
 
 
 def revoke(

@@ -34,7 +34,13 @@ from storage import (
     migrations,
 )
 from storage.sqlite import SQLiteStorage
-from tests.backends import BACKENDS, make_storage, opened, postgres_schema_dsn
+from tests.backends import (
+    BACKENDS,
+    make_storage,
+    open_test_storage,
+    opened,
+    postgres_schema_dsn,
+)
 from tests.storage_kit import (
     POSTGRES_ONLY,
     REPLAYED,
@@ -52,7 +58,6 @@ from tests.storage_kit import (
     run_sql,
     sql_database_fixture,  # noqa: F401
     start_session,
-    storage_fixture,  # noqa: F401
     token,
     user_with_session,
 )
@@ -60,12 +65,10 @@ from tests.storage_kit import (
 NOT_POSTGRES = [param for param in BACKENDS if param.values[0] != "postgres"]
 
 
-async def test_backends_without_push_say_so(storage: Storage) -> None:
-    from storage.postgres import PostgresStorage
-
-    if isinstance(storage, PostgresStorage):
-        pytest.skip("PostgreSQL pushes: tested below")
-    assert await storage.watch_revocations(lambda: None) is False
+@pytest.mark.parametrize("kind", NOT_POSTGRES)
+async def test_backends_without_push_say_so(kind: str, tmp_path: Path) -> None:
+    async with open_test_storage(kind, tmp_path) as store:
+        assert await store.watch_revocations(lambda: None) is False
 
 
 # several processes on one SQL database
@@ -182,6 +185,33 @@ async def test_a_newer_schema_is_refused(sql_database: tuple[str, str]) -> None:
         async with opened(make_storage(kind, location)):
             pass
     assert str(caught.value) == migrations.too_new_message(newer)
+
+
+@pytest.mark.parametrize("kind", POSTGRES_ONLY)
+async def test_postgres_works_inside_the_schema_of_its_dsn(kind: str) -> None:
+    async with postgres_schema_dsn() as dsn, opened(make_storage(kind, dsn)) as store:
+        schema = dsn.rpartition("search_path=")[2]
+        await store.create_user(make_user())
+        # more connections than one, each reset by the pool, all keep the search path
+        found = await asyncio.gather(
+            *(store.find_user(username="alice") for _ in range(20))
+        )
+        assert found == [make_user()] * 20
+        rows = await run_sql(
+            store,
+            "SELECT table_name FROM information_schema.tables "
+            f"WHERE table_schema = '{schema}' ORDER BY table_name",
+        )
+        assert [row[0] for row in rows] == [
+            "counters",
+            "refresh_tokens",
+            "revocations",
+            "schema_version",
+            "secrets",
+            "sessions",
+            "users",
+        ]
+        assert await run_sql(store, "SELECT current_schema()") == [(schema,)]
 
 
 # upgrading a version-1 database

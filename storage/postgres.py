@@ -40,11 +40,13 @@ from .sqlkit import (
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
-# Transaction-scoped advisory locks; any constants work, the same in every process.
+# Transaction-scoped advisory locks, one per purpose and schema (deployments sharing a
+# database in separate schemas do not wait for each other); any constants work, the
+# same in every process.
 _LOCK_KEYS = {
-    "migrations": 0x6A77_7461_7574_6800,  # "jwtauth\0"
-    "admins": 0x6A77_7461_7574_6801,
-    "revocations": 0x6A77_7461_7574_6802,
+    "migrations": 0x6A77_7400,
+    "admins": 0x6A77_7401,
+    "revocations": 0x6A77_7402,
 }
 CHANNEL_PREFIX = "auth_revocations:"
 LISTEN_RETRY_MAX = 5.0
@@ -77,7 +79,8 @@ POSTGRES = Dialect(
     row_locks=True,
     writable_ctes=True,
     locks={
-        name: f"SELECT pg_advisory_xact_lock({key})" for name, key in _LOCK_KEYS.items()
+        name: f"SELECT pg_advisory_xact_lock({key}, hashtext(current_schema()))"
+        for name, key in _LOCK_KEYS.items()
     },
     notify="SELECT pg_notify($1, '')",
     list_param=list,

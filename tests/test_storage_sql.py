@@ -589,26 +589,29 @@ def with_application_name(dsn: str, name: str) -> str:
 
 
 async def terminate(application_name: str, where: str = "TRUE") -> int:
-    """End the server processes of these connections, as a crash or an operator would;
-    wait until they are gone. Their number."""
+    """End the server processes of these connections, as a crash or an operator would,
+    and wait until they are gone (only those: the pool may already be opening new
+    ones). Their number."""
     import asyncpg
 
     from tests.backends import POSTGRES_DSN
 
     conn = await asyncpg.connect(POSTGRES_DSN)
     try:
-        ended = await conn.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        pids = await conn.fetchval(
+            "SELECT coalesce(array_agg(pid), '{}') FROM pg_stat_activity "
             f"WHERE application_name = $1 AND {where}",
             application_name,
         )
+        # a statement of its own: the filter above must run before any termination
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid", pids
+        )
         while await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
-            f"AND {where}",
-            application_name,
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])", pids
         ):
             await asyncio.sleep(0.01)
-        return ended
+        return len(pids)
     finally:
         await conn.close()
 

@@ -356,11 +356,8 @@ class RateLimiter:
 
     async def _refund(self, limits: list[_Limit]) -> None:
         now = _now()
-        refund = getattr(self.storage, "refund_counter", None)
-        if refund is None:  # until the storage branch's refund_counter is merged
-            return
         for limit in limits:
-            await refund(limit.key, now)
+            await self.storage.refund_counter(limit.key, now)
 
     async def _trust(self, account: str, address: str, known: Counter | None) -> None:
         """Mark the address known for the account for `known_address_ttl`, renewed

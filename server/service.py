@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from storage import (
     EmailTaken,
+    LastAdmin,
     NewSession,
     RefreshOutcome,
     RefreshRequest,
@@ -25,6 +26,7 @@ from storage import (
     Storage,
     User,
     UsernameTaken,
+    canonical_email,
 )
 
 from . import clock, errors
@@ -40,6 +42,7 @@ from .passwords import (
 )
 from .ratelimit import EMAIL, USERNAME, RateLimiter, login_key
 from .revocation import RevocationSet
+from .schemas import USERNAME_PATTERN
 from .settings import Settings
 from .tokens import (
     AccessClaims,
@@ -55,6 +58,7 @@ USERNAME_MAX = 32
 DERIVED_USERNAME_ATTEMPTS = 50
 USERS_PAGE = 500
 _NOT_USERNAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+USERNAME_RULE = re.compile(USERNAME_PATTERN)
 
 
 class KeyReloadNeeded(errors.ApiError):
@@ -186,7 +190,14 @@ class AuthService:
         password_hash = await self._hash_new_password(
             caller, password, [username, email]
         )
-        user = User(uuid.uuid4().hex, username, email, password_hash, wanted, _now())
+        user = User(
+            uuid.uuid4().hex,
+            username,
+            canonical_email(email),
+            password_hash,
+            wanted,
+            _now(),
+        )
         try:
             await self.storage.create_user(user)
         except UsernameTaken:
@@ -216,14 +227,14 @@ class AuthService:
             caller, password, [display_name, email], password_field
         )
         for username in await self._free_usernames(email):
-            # TODO(merge storage): add display_name=display_name once User has it.
             user = User(
                 uuid.uuid4().hex,
                 username,
-                email,
+                canonical_email(email),
                 password_hash,
                 (Role.USER.value,),
                 _now(),
+                display_name=display_name,
             )
             try:
                 await self.storage.create_user(user)
@@ -272,7 +283,10 @@ class AuthService:
     async def delete_user(
         self, caller: Caller, actor: AccessClaims, user_id: str
     ) -> list[str]:
-        revoked = await self.storage.delete_user(user_id, _now())
+        try:
+            revoked = await self.storage.delete_user(user_id, _now())
+        except LastAdmin:
+            raise errors.last_admin() from None
         if revoked is None:
             raise errors.user_not_found()
         self.remember_revoked(revoked)
@@ -300,7 +314,12 @@ class AuthService:
         typed (see `ratelimit`), before the password is hashed."""
         if username is not None:
             name = login_key(USERNAME, username)
-            user = await self.storage.find_user(username=username)
+            # A look-alike that sign-up would refuse (full-width letters) finds nobody.
+            user = (
+                await self.storage.find_user(username=username)
+                if USERNAME_RULE.fullmatch(username)
+                else None
+            )
         else:
             name = login_key(EMAIL, email or "")
             user = await self.storage.find_user(email=email)
@@ -319,7 +338,10 @@ class AuthService:
                 )
                 raise errors.invalid_credentials()
             await attempt.succeeded()
-        session_id, refresh_token = await self._start_session(user)
+        if user.disabled:  # said only to whoever knows the password
+            self._event("signin_refused", caller, user_id=user.id, reason="disabled")
+            raise errors.account_disabled()
+        session_id, refresh_token = await self._start_session(caller, user)
         self._event("signin", caller, user_id=user.id, session_id=session_id)
         return SignedIn(
             user,
@@ -329,7 +351,10 @@ class AuthService:
             self.settings.tokens.access_ttl,
         )
 
-    async def _start_session(self, user: User) -> tuple[str, str]:
+    async def _start_session(self, caller: Caller, user: User) -> tuple[str, str]:
+        """The session is created only if, in the same transaction, the user still
+        exists, is not disabled and still has the password hash that was verified: a
+        sign-in racing a password change, a deletion or a disable gets nothing."""
         refresh_token, started = self.refresh_tokens.mint(), _now()
         session = NewSession(
             id=uuid.uuid4().hex,
@@ -337,8 +362,11 @@ class AuthService:
             token_hash=self.refresh_tokens.digest(refresh_token),
             created_at=started,
             expires_at=started + self.settings.tokens.refresh_ttl,
+            user_agent=caller.user_agent,
+            ip=caller.ip,
         )
-        await self.storage.create_session(session)
+        if not await self.storage.create_session(session, user.password_hash):
+            raise errors.invalid_credentials()
         return session.id, refresh_token
 
     async def refresh(self, caller: Caller, presented: str | None) -> Refreshed:
@@ -350,7 +378,7 @@ class AuthService:
         successor = (
             self.refresh_tokens.successor(presented) if tokens.rotate_refresh else None
         )
-        started = _now()
+        started = clock.now()  # sub-second: the reuse interval is exact
         result = await self.storage.use_refresh_token(
             RefreshRequest(
                 token_hash=self.refresh_tokens.digest(presented),
@@ -358,7 +386,7 @@ class AuthService:
                     self.refresh_tokens.digest(successor) if successor else None
                 ),
                 now=started,
-                expires_at=started + tokens.refresh_ttl,
+                expires_at=int(started) + tokens.refresh_ttl,
                 reuse_interval=tokens.reuse_interval,
                 strict=tokens.strict_rotation,
             )
@@ -398,13 +426,20 @@ class AuthService:
         if not presented:
             raise errors.refresh_missing()
         await self.limiter.hit_signout(caller.limit_key)
-        session_id = await self.storage.revoke_session(
+        revoked = await self.storage.revoke_session(
             self.refresh_tokens.digest(presented), RevokeReason.SIGNOUT, _now()
         )
-        if session_id is not None:
-            self.remember_revoked([session_id])
-            self._event("signout", caller, session_id=session_id)
-        return session_id
+        if revoked is None:
+            return None
+        if revoked.was_live:
+            self.remember_revoked([revoked.session_id])
+            self._event(
+                "signout",
+                caller,
+                user_id=revoked.user_id,
+                session_id=revoked.session_id,
+            )
+        return revoked.session_id
 
     async def signout_session(self, caller: Caller, claims: AccessClaims) -> bool:
         """Revoke the session of an access token (a sign-out that has no refresh token

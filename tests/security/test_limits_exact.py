@@ -92,7 +92,6 @@ async def test_concurrent_signins_never_overshoot_the_success_limit(
     await expect_limited(await signin(api, "alice"), 900)
 
 
-@pytest.mark.xfail(reason="needs refund_counter from the storage branch", strict=True)
 async def test_attempts_that_lose_the_race_leave_no_count_behind() -> None:
     """Six attempts all pass the read of a limit with two places left (held there
     together), then count: the four that count too late are refused and take their

@@ -47,9 +47,6 @@ async def test_junk_refreshes_and_signouts_make_no_limiter_write(
     assert dict(calls) == {"use_refresh_token": 50, "revoke_session": 50}
 
 
-@pytest.mark.xfail(
-    reason="needs write_transactions from the storage branch", strict=True
-)
 async def test_junk_refreshes_and_signouts_take_no_write_transaction(
     make_api: MakeApi,
 ) -> None:

@@ -25,9 +25,6 @@ from tests.security.ratelimit_kit import (
 )
 
 OWNER_ADDRESS = "203.0.113.7"
-NEEDS_REFUND = pytest.mark.xfail(
-    reason="needs refund_counter from the storage branch", strict=True
-)
 
 
 async def test_failures_per_account_and_address(
@@ -71,7 +68,6 @@ async def test_failures_per_address(make_api: MakeApi) -> None:
     assert (await signin(api, "dave", address="198.51.100.2")).status == 200
 
 
-@NEEDS_REFUND
 async def test_an_attacker_elsewhere_cannot_lock_the_owner_out(
     make_api: MakeApi,
 ) -> None:
@@ -189,7 +185,6 @@ async def test_disabled_turns_every_limit_off(make_api: MakeApi) -> None:
         token = (await response.json())["refreshToken"]
 
 
-@NEEDS_REFUND
 async def test_current_password_guesses_are_limited(make_api: MakeApi) -> None:
     api = await make_api(ratelimit=limits(signin_pair_limit=3, signin_ip_limit=3))
     await api.signup("alice")
@@ -250,7 +245,6 @@ async def test_successful_signins_are_limited_per_address(make_api: MakeApi) -> 
     assert (await signin(api, "dave", address="198.51.100.2")).status == 200
 
 
-@NEEDS_REFUND
 async def test_successes_are_not_counted_as_failures(make_api: MakeApi) -> None:
     """Counted before the hash, a success is taken back from the failure limits."""
     api = await make_api(
@@ -266,7 +260,6 @@ async def test_successes_are_not_counted_as_failures(make_api: MakeApi) -> None:
     await expect_limited(await signin(api, "alice", address="198.51.100.1"), 900)
 
 
-@NEEDS_REFUND
 async def test_failures_are_not_counted_as_successes(make_api: MakeApi) -> None:
     """...and a failure from the success limits."""
     api = await make_api(

@@ -34,7 +34,7 @@ CHUNK = 100_000
 LIVE_TTL = 30 * 86400
 SESSION_COLUMNS = ("id", "user_id", "created_at", "expires_at")
 TOKEN_COLUMNS = ("token_hash", "session_id")
-CHAIN_TOKEN_COLUMNS = ("token_hash", "session_id", "retired_at", "successor_hash")
+CHAIN_TOKEN_COLUMNS = ("token_hash", "session_id", "retired_ms", "successor_hash")
 CHAIN_STEP_S = 10  # a long session's rotations: one every 10 s up to now
 SEED_CACHE_KIB = 262_144  # SQLite page cache while seeding: index pages stay in memory
 
@@ -133,7 +133,7 @@ async def add_chains(
         digests = [_digest(token(prefix, i)) for i in range(rotations + 1)]
         for i in range(rotations):
             retired_at = created + (i + 1) * CHAIN_STEP_S
-            tokens.append((digests[i], session_id, retired_at, digests[i + 1]))
+            tokens.append((digests[i], session_id, retired_at * 1000, digests[i + 1]))
         tokens.append((digests[rotations], session_id, None, None))
         current.append(token(prefix, rotations))
     tokens.sort()

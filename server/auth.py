@@ -232,10 +232,11 @@ class Auth:
         try:
             await self.passwords.start()
             await self._load_keys()
-            self.revocations.merge(await self.storage.live_revocations(clock.epoch()))
+            known, cursor = await self.storage.revocations_since(None, clock.epoch())
+            self.revocations.merge(known)
             async with (
                 _background(maintain_keys(self.settings, self.access_tokens)),
-                _background(self._poll_revocations()),
+                _background(self._follow_revocations(cursor)),
                 _background(self._purge()),
                 _background(run_event_summaries()),
                 _background(self.metrics.maintain()),
@@ -258,16 +259,24 @@ class Auth:
         )
         self.cookies.start(cookie_key, self.prefix)
 
-    async def _poll_revocations(self) -> None:
-        """Learn other instances' revocations: one cheap query a poll, none per request."""
+    async def _follow_revocations(self, cursor: int) -> None:
+        """Learn other instances' revocations, none per request: only the rows added
+        since the last read, every `tokens.revocation_poll` seconds, and at once when
+        the database pushes a notice (PostgreSQL LISTEN/NOTIFY)."""
+        notice = asyncio.Event()
+        await self.storage.watch_revocations(notice.set)
         every = self.settings.tokens.revocation_poll
         while True:
-            await asyncio.sleep(every)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(notice.wait(), every)
+            notice.clear()
             try:
-                live = await self.storage.live_revocations(clock.epoch())
-                self.revocations.merge(live)
+                new, cursor = await self.storage.revocations_since(
+                    cursor, clock.epoch()
+                )
+                self.revocations.merge(new)
             except Exception:
-                logger.exception("polling revocations failed")
+                logger.exception("reading new revocations failed")
                 self.metrics.task_failed("revocation_poll")
 
     def _purge(self) -> Awaitable[None]:

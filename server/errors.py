@@ -34,6 +34,8 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     BAD_REQUEST = "bad_request"
     UNAVAILABLE = "unavailable"
+    ACCOUNT_DISABLED = "account_disabled"
+    LAST_ADMIN = "last_admin"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -188,6 +190,14 @@ def unsupported_media_type() -> ApiError:
 
 def user_not_found() -> ApiError:
     return ApiError(404, "User not found.", ErrorCode.NOT_FOUND)
+
+
+def account_disabled() -> ApiError:
+    return ApiError(403, "Account is disabled.", ErrorCode.ACCOUNT_DISABLED)
+
+
+def last_admin() -> ApiError:
+    return ApiError(409, "The last admin cannot be removed.", ErrorCode.LAST_ADMIN)
 
 
 def unavailable() -> ApiError:

@@ -18,9 +18,8 @@ HEALTH_TIMEOUT = 2.0  # seconds the storage has to answer
 
 
 async def ping_storage(storage: Storage) -> None:
-    """One cheap round trip to the database; raises when it does not answer.
-    TODO(merge storage): `await storage.ping()` once the interface has it."""
-    await storage.get_user("")
+    """One cheap round trip to the database; raises when it does not answer."""
+    await storage.ping()
 
 
 class Health:

@@ -104,7 +104,7 @@ BACKGROUND_TASKS = ("revocation_poll", "purge")
 SIGNIN_EVENTS = {
     "signin": SigninResult.SUCCESS,
     "signin_failed": SigninResult.FAILURE,
-    "signin_disabled": SigninResult.DISABLED,
+    "signin_refused": SigninResult.DISABLED,  # (reason "disabled", the only one)
 }
 REVOKING_EVENTS: Mapping[str, tuple[str, int]] = {
     "signout": ("signout", 1),

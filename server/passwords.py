@@ -7,6 +7,11 @@ Passwords are Unicode-normalised (NFC) before they are measured, judged, hashed 
 checked, so that "é" typed as one code point or as "e" plus a combining accent (as some
 keyboards and operating systems send it) is the same password. Hashes made before
 normalisation from a non-NFC password keep working: see `PasswordHasher.verify`.
+
+The queue is shared fairly: a caller is admitted (`PasswordHasher.admit`) only while
+fewer than `max_pending_hashes` checks are pending in all and fewer than its caps for
+each of its owners (its login name, its address: see `RateLimiter.hash_caps`), so one
+client cannot fill the queue and make everyone else wait or be refused.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import os
 import secrets
 import threading
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
 from typing import TypeVar
@@ -39,7 +44,8 @@ class WeakPassword(ValueError):
 
 
 class HashingBusy(Exception):
-    """Too many password checks are waiting for a hashing thread."""
+    """Too many password checks are waiting for a hashing thread, in all or for one of
+    the caller's owners."""
 
 
 class Match(Enum):
@@ -111,12 +117,40 @@ class PasswordHasher:
             initializer=_yield_to_the_loop,
         )
         self._pending = 0
+        self._in_flight: dict[str, int] = {}
         self._dummy_hash: bytes | None = None
 
     @property
     def pending(self) -> int:
-        """Password checks and hashes submitted and not yet finished."""
+        """Callers admitted (password checks and hashes) and not yet finished."""
         return self._pending
+
+    def in_flight(self, owner: str) -> int:
+        """Admitted callers of this owner not yet finished."""
+        return self._in_flight.get(owner, 0)
+
+    def admit(self, caps: Mapping[str, int] | None = None) -> Admission:
+        """A place in the queue for one caller, held until the returned Admission
+        exits: at most `max_pending_hashes` in all, and at most `caps[owner]` for each
+        owner in `caps`. Raises HashingBusy at once, before any work, when full."""
+        caps = caps or {}
+        if self._pending >= self.settings.max_pending_hashes or any(
+            self._in_flight.get(owner, 0) >= cap for owner, cap in caps.items()
+        ):
+            raise HashingBusy
+        self._pending += 1
+        for owner in caps:
+            self._in_flight[owner] = self._in_flight.get(owner, 0) + 1
+        return Admission(self, tuple(caps))
+
+    def _release(self, owners: tuple[str, ...]) -> None:
+        self._pending -= 1
+        for owner in owners:
+            left = self._in_flight[owner] - 1
+            if left:
+                self._in_flight[owner] = left
+            else:
+                del self._in_flight[owner]
 
     async def start(self) -> None:
         """Make the dummy hash at the configured cost, off the loop."""
@@ -127,16 +161,16 @@ class PasswordHasher:
 
     async def hash(self, password: str) -> str:
         """A bcrypt hash of the password's NFC form."""
-        return await self._run(self._hash_sync, normalise(password))
+        with self.admit() as admission:
+            return await admission.hash(password)
 
     async def hash_new(
         self, password: str, user_inputs: Sequence[str], field: str
     ) -> str:
         """Check a new password's strength, then hash it: both in the pool, since the
         strength check is CPU-bound too. Raises WeakPassword."""
-        return await self._run(
-            self._check_and_hash_sync, normalise(password), user_inputs, field
-        )
+        with self.admit() as admission:
+            return await admission.hash_new(password, user_inputs, field)
 
     async def verify(self, password: str, password_hash: str | None) -> bool:
         """Check a password; with no hash (unknown user) check against the dummy hash
@@ -150,7 +184,8 @@ class PasswordHasher:
         takes the same steps against the dummy hash: the number of bcrypt runs
         depends only on the text sent, never on whether the account exists.
         One pool job, so it holds one of `max_pending_hashes`, however many runs."""
-        return await self._run(self._check_sync, password, password_hash)
+        with self.admit() as admission:
+            return await admission.check(password, password_hash)
 
     def _dummy(self) -> bytes:
         assert self._dummy_hash is not None, "PasswordHasher.start() was not awaited"
@@ -176,11 +211,47 @@ class PasswordHasher:
         return self._hash_sync(password)
 
     async def _run(self, func: Callable[..., T], *args: object) -> T:
-        if self._pending >= self.settings.max_pending_hashes:
-            raise HashingBusy
-        self._pending += 1
-        try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool, func, *args)
-        finally:
-            self._pending -= 1
+        """Run one job in the pool (the caller holds an Admission)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, func, *args)
+
+
+class Admission:
+    """One caller's place in the hashing queue (`PasswordHasher.admit`); its jobs run
+    one after another, and the place is given back on exit."""
+
+    def __init__(self, hasher: PasswordHasher, owners: tuple[str, ...]) -> None:
+        self._hasher = hasher
+        self._owners = owners
+        self._open = True
+
+    def __enter__(self) -> Admission:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._open:
+            self._open = False
+            self._hasher._release(self._owners)
+
+    async def hash(self, password: str) -> str:
+        """See `PasswordHasher.hash`."""
+        hasher = self._hasher
+        return await hasher._run(hasher._hash_sync, normalise(password))
+
+    async def hash_new(
+        self, password: str, user_inputs: Sequence[str], field: str
+    ) -> str:
+        """See `PasswordHasher.hash_new`."""
+        hasher = self._hasher
+        return await hasher._run(
+            hasher._check_and_hash_sync, normalise(password), user_inputs, field
+        )
+
+    async def verify(self, password: str, password_hash: str | None) -> bool:
+        """See `PasswordHasher.verify`."""
+        return await self.check(password, password_hash) is not Match.NO
+
+    async def check(self, password: str, password_hash: str | None) -> Match:
+        """See `PasswordHasher.check`."""
+        hasher = self._hasher
+        return await hasher._run(hasher._check_sync, password, password_hash)

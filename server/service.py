@@ -13,12 +13,13 @@ import functools
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Concatenate, ParamSpec, TypeVar
 
 from storage import (
     EmailTaken,
+    LastAdmin,
     NewSession,
     RefreshOutcome,
     RefreshRequest,
@@ -27,6 +28,7 @@ from storage import (
     Storage,
     User,
     UsernameTaken,
+    canonical_email,
 )
 
 from . import clock, errors
@@ -34,9 +36,16 @@ from .caller import Caller
 from .events import log_event
 from .guards import Role
 from .metrics import MISSING, NO_METRICS, Metrics, SigninResult
-from .passwords import HashingBusy, PasswordHasher, WeakPassword, check_length
-from .ratelimit import RateLimiter, account_key
+from .passwords import (
+    Admission,
+    HashingBusy,
+    PasswordHasher,
+    WeakPassword,
+    check_length,
+)
+from .ratelimit import EMAIL, USERNAME, RateLimiter, login_key
 from .revocation import RevocationSet
+from .schemas import USERNAME_PATTERN
 from .settings import Settings
 from .tokens import (
     AccessClaims,
@@ -52,6 +61,7 @@ USERNAME_MAX = 32
 DERIVED_USERNAME_ATTEMPTS = 50
 USERS_PAGE = 500
 _NOT_USERNAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+USERNAME_RULE = re.compile(USERNAME_PATTERN)
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -198,13 +208,22 @@ class AuthService:
         wanted = requested_roles(roles)
         if wanted != (Role.USER.value,) and not _is_admin(granted_by):
             raise errors.forbidden(Role.ADMIN.denied_message)
-        await self.limiter.hit_signup(caller.ip)
+        await self.limiter.hit_signup(caller.limit_key)
         if await self.storage.find_user(username=username):
             raise errors.username_taken()  # before spending bcrypt; re-checked on insert
         if await self.storage.find_user(email=email):
             raise errors.email_taken()
-        password_hash = await self._hash_new_password(password, [username, email])
-        user = User(uuid.uuid4().hex, username, email, password_hash, wanted, _now())
+        password_hash = await self._hash_new_password(
+            caller, password, [username, email]
+        )
+        user = User(
+            uuid.uuid4().hex,
+            username,
+            canonical_email(email),
+            password_hash,
+            wanted,
+            _now(),
+        )
         try:
             await self.storage.create_user(user)
         except UsernameTaken:
@@ -227,21 +246,21 @@ class AuthService:
         the username is derived from the email (clients must not rely on it).
         `password_field` is how a password error names the field."""
         self._check_new_password(password, password_field)
-        await self.limiter.hit_signup(caller.ip)
+        await self.limiter.hit_signup(caller.limit_key)
         if await self.storage.find_user(email=email):
             raise errors.email_taken()
         password_hash = await self._hash_new_password(
-            password, [display_name, email], password_field
+            caller, password, [display_name, email], password_field
         )
         for username in await self._free_usernames(email):
-            # TODO(merge storage): add display_name=display_name once User has it.
             user = User(
                 uuid.uuid4().hex,
                 username,
-                email,
+                canonical_email(email),
                 password_hash,
                 (Role.USER.value,),
                 _now(),
+                display_name=display_name,
             )
             try:
                 await self.storage.create_user(user)
@@ -290,7 +309,10 @@ class AuthService:
     async def delete_user(
         self, caller: Caller, actor: AccessClaims, user_id: str
     ) -> list[str]:
-        revoked = await self.storage.delete_user(user_id, _now())
+        try:
+            revoked = await self.storage.delete_user(user_id, _now())
+        except LastAdmin:
+            raise errors.last_admin() from None
         if revoked is None:
             raise errors.user_not_found()
         self.remember_revoked(revoked)
@@ -315,25 +337,38 @@ class AuthService:
         email: str | None = None,
     ) -> SignedIn:
         """A new session for the right password. An unknown login and a wrong password
-        get the same answer after the same work."""
+        get the same answer after the same work. Rate limits count the login name as
+        typed (see `ratelimit`), before the password is hashed."""
         if username is not None:
-            login, user = username, await self.storage.find_user(username=username)
-        else:
-            login, user = email or "", await self.storage.find_user(email=email)
-        account = account_key(user, login)
-        await self.limiter.check_signin(account, caller.ip)
-        matched = await self._password_matches(password, user)
-        if user is None or not matched:
-            await self.limiter.signin_failed(account, caller.ip)
-            self._event(
-                "signin_failed",
-                caller,
-                level=logging.WARNING,
-                user_id=user.id if user else None,
+            name = login_key(USERNAME, username)
+            # A look-alike that sign-up would refuse (full-width letters) finds nobody.
+            user = (
+                await self.storage.find_user(username=username)
+                if USERNAME_RULE.fullmatch(username)
+                else None
             )
-            raise errors.invalid_credentials()
-        await self.limiter.signin_succeeded(account, caller.ip)
-        session_id, refresh_token = await self._start_session(user)
+        else:
+            name = login_key(EMAIL, email or "")
+            user = await self.storage.find_user(email=email)
+        with self._admit(self.limiter.hash_caps(caller.limit_key, name)) as hashing:
+            attempt = await self.limiter.begin_signin(
+                name, user.id if user else None, caller.limit_key
+            )
+            matched = await self._password_matches(hashing, password, user)
+            if user is None or not matched:
+                await attempt.failed()
+                self._event(
+                    "signin_failed",
+                    caller,
+                    level=logging.WARNING,
+                    user_id=user.id if user else None,
+                )
+                raise errors.invalid_credentials()
+            await attempt.succeeded()
+        if user.disabled:  # said only to whoever knows the password
+            self._event("signin_refused", caller, user_id=user.id, reason="disabled")
+            raise errors.account_disabled()
+        session_id, refresh_token = await self._start_session(caller, user)
         self._event("signin", caller, user_id=user.id, session_id=session_id)
         return SignedIn(
             user,
@@ -343,7 +378,10 @@ class AuthService:
             self.settings.tokens.access_ttl,
         )
 
-    async def _start_session(self, user: User) -> tuple[str, str]:
+    async def _start_session(self, caller: Caller, user: User) -> tuple[str, str]:
+        """The session is created only if, in the same transaction, the user still
+        exists, is not disabled and still has the password hash that was verified: a
+        sign-in racing a password change, a deletion or a disable gets nothing."""
         refresh_token, started = self.refresh_tokens.mint(), _now()
         session = NewSession(
             id=uuid.uuid4().hex,
@@ -351,8 +389,12 @@ class AuthService:
             token_hash=self.refresh_tokens.digest(refresh_token),
             created_at=started,
             expires_at=started + self.settings.tokens.refresh_ttl,
+            user_agent=caller.user_agent,
+            ip=caller.ip,
         )
-        await self.storage.create_session(session)
+        if not await self.storage.create_session(session, user.password_hash):
+            self.metrics.signin(SigninResult.FAILURE)  # the password changed meanwhile
+            raise errors.invalid_credentials()
         return session.id, refresh_token
 
     async def refresh(self, caller: Caller, presented: str | None) -> Refreshed:
@@ -360,12 +402,12 @@ class AuthService:
         if not presented:
             self.metrics.refresh(MISSING)
             raise errors.refresh_missing()
-        await self.limiter.hit_refresh(caller.ip)
+        await self.limiter.hit_refresh(caller.limit_key)
         tokens = self.settings.tokens
         successor = (
             self.refresh_tokens.successor(presented) if tokens.rotate_refresh else None
         )
-        started = _now()
+        started = clock.now()  # sub-second: the reuse interval is exact
         result = await self.storage.use_refresh_token(
             RefreshRequest(
                 token_hash=self.refresh_tokens.digest(presented),
@@ -373,7 +415,7 @@ class AuthService:
                     self.refresh_tokens.digest(successor) if successor else None
                 ),
                 now=started,
-                expires_at=started + tokens.refresh_ttl,
+                expires_at=int(started) + tokens.refresh_ttl,
                 reuse_interval=tokens.reuse_interval,
                 strict=tokens.strict_rotation,
             )
@@ -415,13 +457,21 @@ class AuthService:
         """Revoke the session of a refresh token; idempotent. The session id, if any."""
         if not presented:
             raise errors.refresh_missing()
-        session_id = await self.storage.revoke_session(
+        await self.limiter.hit_signout(caller.limit_key)
+        revoked = await self.storage.revoke_session(
             self.refresh_tokens.digest(presented), RevokeReason.SIGNOUT, _now()
         )
-        if session_id is not None and not self._known_revoked(session_id):
-            self.remember_revoked([session_id])
-            self._event("signout", caller, session_id=session_id)
-        return session_id
+        if revoked is None:
+            return None
+        if revoked.was_live:
+            self.remember_revoked([revoked.session_id])
+            self._event(
+                "signout",
+                caller,
+                user_id=revoked.user_id,
+                session_id=revoked.session_id,
+            )
+        return revoked.session_id
 
     async def signout_session(self, caller: Caller, claims: AccessClaims) -> bool:
         """Revoke the session of an access token (a sign-out that has no refresh token
@@ -443,20 +493,25 @@ class AuthService:
         current password is limited like a failed sign-in."""
         self._check_new_password(new, "newPassword")
         user = await self.current_user(claims)
-        await self.limiter.check_signin(user.id, caller.ip)
-        if not await self._password_matches(current, user):
-            await self.limiter.signin_failed(user.id, caller.ip)
-            self._event(
-                "password_change_failed",
-                caller,
-                level=logging.WARNING,
-                user_id=user.id,
-                session_id=claims.session_id,
+        name = login_key(USERNAME, user.username)  # guesses share sign-in's budget
+        with self._admit(self.limiter.hash_caps(caller.limit_key, name)) as hashing:
+            attempt = await self.limiter.begin_signin(
+                name, user.id, caller.limit_key, count_success=False
             )
-            raise errors.wrong_current_password()
-        new_hash = await self._hash_new_password(
-            new, [user.username, user.email], "newPassword"
-        )
+            if not await self._password_matches(hashing, current, user):
+                await attempt.failed()
+                self._event(
+                    "password_change_failed",
+                    caller,
+                    level=logging.WARNING,
+                    user_id=user.id,
+                    session_id=claims.session_id,
+                )
+                raise errors.wrong_current_password()
+            await attempt.succeeded()
+            new_hash = await self._hash_new_password(
+                caller, new, [user.username, user.email], "newPassword", hashing
+            )
         revoked = await self.storage.change_password(
             user.id, new_hash, claims.session_id, _now()
         )
@@ -471,9 +526,9 @@ class AuthService:
 
     def _known_revoked(self, session_id: str | None) -> bool:
         """Whether this process already knew the session to be revoked (by itself or,
-        through the poll, by another instance): then a storage call that found it
-        revoked revoked nothing now. TODO(merge storage): `RevokedSession.was_live`
-        says it exactly for sign-out; a reuse still needs this."""
+        through the poll, by another instance): then a refresh found it revoked for
+        reuse earlier, and revoked nothing now. (The storage does not say; after
+        `tokens.revocation_ttl` a late replay of the stolen token counts again.)"""
         return session_id is not None and session_id in self.revocations
 
     def remember_revoked(self, session_ids: list[str]) -> None:
@@ -491,24 +546,37 @@ class AuthService:
         except WeakPassword as exc:
             raise errors.validation_error(str(exc)) from None
 
-    async def _hash_new_password(
-        self, password: str, user_inputs: list[str], field: str = "password"
-    ) -> str:
+    def _admit(self, caps: Mapping[str, int]) -> Admission:
+        """A place in the hashing queue within the caller's caps, or 429 at once."""
         try:
-            return await self.passwords.hash_new(password, user_inputs, field)
-        except WeakPassword as exc:
-            raise errors.validation_error(str(exc)) from None
+            return self.passwords.admit(caps)
         except HashingBusy:
             raise errors.rate_limited(BUSY_RETRY_SECONDS) from None
 
-    async def _password_matches(self, password: str, user: User | None) -> bool:
-        """The same work for an unknown user (a dummy hash) as for a wrong password."""
+    async def _hash_new_password(
+        self,
+        caller: Caller,
+        password: str,
+        user_inputs: list[str],
+        field: str = "password",
+        hashing: Admission | None = None,
+    ) -> str:
+        """Judge and hash a new password; a caller not yet admitted is admitted under
+        its address's cap."""
         try:
-            return await self.passwords.verify(
-                password, user.password_hash if user else None
-            )
-        except HashingBusy:
-            raise errors.rate_limited(BUSY_RETRY_SECONDS) from None
+            if hashing is not None:
+                return await hashing.hash_new(password, user_inputs, field)
+            with self._admit(self.limiter.hash_caps(caller.limit_key)) as admitted:
+                return await admitted.hash_new(password, user_inputs, field)
+        except WeakPassword as exc:
+            raise errors.validation_error(str(exc)) from None
+
+    @staticmethod
+    async def _password_matches(
+        hashing: Admission, password: str, user: User | None
+    ) -> bool:
+        """The same work for an unknown user (a dummy hash) as for a wrong password."""
+        return await hashing.verify(password, user.password_hash if user else None)
 
     def _event(
         self,

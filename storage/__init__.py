@@ -1,4 +1,5 @@
-"""Storage: the interface, its records and errors, and `open_storage` picking a backend."""
+"""Storage: the interface, its records and errors, and `create_storage` picking a
+backend."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from typing import TYPE_CHECKING
 from .base import Storage
 from .errors import (
     EmailTaken,
+    LastAdmin,
     SchemaTooNew,
     StorageError,
     StorageUnavailable,
     UsernameTaken,
 )
+from .identity import canonical_email, email_key, username_key
 from .models import (
     Counter,
     NewSession,
@@ -20,8 +23,11 @@ from .models import (
     RefreshRequest,
     RefreshResult,
     Revocation,
+    RevokedSession,
     RevokeReason,
+    SessionInfo,
     User,
+    UserUpdate,
 )
 
 if TYPE_CHECKING:
@@ -30,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Counter",
     "EmailTaken",
+    "LastAdmin",
     "NewSession",
     "PurgeResult",
     "RefreshOutcome",
@@ -37,29 +44,41 @@ __all__ = [
     "RefreshResult",
     "Revocation",
     "RevokeReason",
+    "RevokedSession",
     "SchemaTooNew",
+    "SessionInfo",
     "Storage",
     "StorageError",
     "StorageUnavailable",
     "User",
+    "UserUpdate",
     "UsernameTaken",
+    "canonical_email",
     "create_storage",
+    "email_key",
+    "username_key",
 ]
 
 
 def create_storage(settings: Settings) -> Storage:
     """The configured backend, not yet opened; drivers are imported only when chosen."""
-    backend, ttl = settings.storage.backend, settings.tokens.revocation_ttl
+    tokens = settings.tokens
+    ttl = tokens.revocation_ttl
+    window = tokens.reuse_window
+    backend = settings.storage.backend
     if backend == "memory":
         from .memory import MemoryStorage
 
-        return MemoryStorage(ttl)
+        return MemoryStorage(ttl, reuse_window=window)
     if backend == "postgres":
         from .postgres import PostgresStorage
 
         return PostgresStorage(
-            settings.storage.dsn, ttl, pool_size=settings.storage.pool_size
+            settings.storage.dsn,
+            ttl,
+            reuse_window=window,
+            pool_size=settings.storage.pool_size,
         )
     from .sqlite import SQLiteStorage
 
-    return SQLiteStorage(settings.storage.path, ttl)
+    return SQLiteStorage(settings.storage.path, ttl, reuse_window=window)

@@ -57,21 +57,25 @@ async def postgres_schema_dsn() -> AsyncIterator[str]:
         await conn.close()
 
 
-def make_storage(kind: str, location: str, revocation_ttl: int = 60) -> Storage:
+def make_storage(
+    kind: str, location: str, revocation_ttl: int = 60, reuse_window: int = 86400
+) -> Storage:
     """An unopened storage of `kind`; `location` is the SQLite path or the PostgreSQL DSN
     (ignored for memory). Two of them on one location share a database, like two processes."""
     if kind == "memory":
         from storage.memory import MemoryStorage
 
-        return MemoryStorage(revocation_ttl)
+        return MemoryStorage(revocation_ttl, reuse_window=reuse_window)
     if kind == "sqlite":
         from storage.sqlite import SQLiteStorage
 
-        return SQLiteStorage(location, revocation_ttl)
+        return SQLiteStorage(location, revocation_ttl, reuse_window=reuse_window)
     if kind == "postgres":
         from storage.postgres import PostgresStorage
 
-        return PostgresStorage(location, revocation_ttl, pool_size=10)
+        return PostgresStorage(
+            location, revocation_ttl, reuse_window=reuse_window, pool_size=10
+        )
     raise ValueError(f"unknown storage backend {kind!r}")
 
 
@@ -87,17 +91,18 @@ async def opened(storage: Storage) -> AsyncIterator[Storage]:
 
 @asynccontextmanager
 async def open_test_storage(
-    kind: str, tmp_path: Path, revocation_ttl: int = 60
+    kind: str, tmp_path: Path, revocation_ttl: int = 60, reuse_window: int = 86400
 ) -> AsyncIterator[Storage]:
     """An opened, empty storage of `kind`, closed (and its schema dropped) afterwards."""
     if kind == "postgres":
         async with (
             postgres_schema_dsn() as dsn,
-            opened(make_storage(kind, dsn, revocation_ttl)) as storage,
+            opened(make_storage(kind, dsn, revocation_ttl, reuse_window)) as storage,
         ):
             yield storage
         return
+    location = str(tmp_path / "auth.db")
     async with opened(
-        make_storage(kind, str(tmp_path / "auth.db"), revocation_ttl)
+        make_storage(kind, location, revocation_ttl, reuse_window)
     ) as storage:
         yield storage

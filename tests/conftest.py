@@ -146,7 +146,8 @@ async def make_admin_token(app: web.Application) -> str:
         await storage.create_user(admin)
     session_id = secrets.token_hex(16)
     token_hash = app[keys.AUTH].refresh_tokens.digest(secrets.token_urlsafe(32))
-    await storage.create_session(NewSession(session_id, admin.id, token_hash, 0, 2**40))
+    session = NewSession(session_id, admin.id, token_hash, 0, 2**40)
+    assert await storage.create_session(session, admin.password_hash)
     return app[keys.AUTH].access_tokens.issue(admin, session_id)
 
 

@@ -365,10 +365,6 @@ async def test_a_server_error_is_the_seeds_500(
     )
 
 
-@pytest.mark.xfail(
-    reason="needs update_user (storage branch) and the service refusing disabled users",
-    strict=True,
-)
 async def test_a_disabled_account_is_the_cores_403(client: Client) -> None:
     assert (await client.sign_up("olga@example.com")).status == 201
     storage = client.app[keys.AUTH].storage

@@ -330,7 +330,6 @@ async def test_a_revoked_session_and_a_deleted_user(make_client: MakeClient) -> 
 # GET /api/users
 
 
-@pytest.mark.xfail(reason="needs list_users from the storage branch", strict=True)
 async def test_every_user_for_an_admin(make_client: MakeClient) -> None:
     client = await make_client(WPCODEVO_FIRST)
     for n in range(3):
@@ -477,9 +476,6 @@ async def test_logout_needs_an_access_token(client: Client) -> None:
     assert (await client.wp_refresh(refresh_only["refresh_token"])).status == 200
 
 
-@pytest.mark.xfail(
-    reason="needs revoke_user_session from the storage branch", strict=True
-)
 async def test_logout_by_the_access_token_alone(make_client: MakeClient) -> None:
     client = await make_client(WPCODEVO_FIRST)
     login = await client.wp_user("quin@example.com")
@@ -614,10 +610,6 @@ async def test_a_server_error_says_error(
     )
 
 
-@pytest.mark.xfail(
-    reason="needs update_user (storage branch) and the service refusing disabled users",
-    strict=True,
-)
 async def test_a_disabled_account_is_the_cores_403(client: Client) -> None:
     assert (await client.register("val@example.com")).status == 201
     storage = client.app[keys.AUTH].storage

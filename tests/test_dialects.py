@@ -272,9 +272,6 @@ async def test_reuse_detected_in_one_dialect_ends_the_session_in_all(
     assert (response.status, (await response.json())["code"]) == (401, "token_revoked")
 
 
-@pytest.mark.xfail(
-    reason="needs User.display_name from the storage branch", strict=True
-)
 async def test_names_are_kept_as_display_names(memory_client: MakeClient) -> None:
     client = await memory_client(ALL)
     assert (await client.sign_up("vic@example.com", "Vic Ünal")).status == 201

@@ -14,7 +14,7 @@ import pytest
 
 from server import clock, events
 from server.events import flush_events, log_event, run_event_summaries
-from tests.conftest import PASSWORD, Api, make_admin_token
+from tests.conftest import PASSWORD, Api, MakeApi, make_admin_token
 
 STANDARD = {"user_id", "session_id", "ip", "user_agent", "route"}
 T0 = 1_800_000_000.0
@@ -308,3 +308,34 @@ async def test_stopping_the_summaries_writes_the_open_counts(
         ("192.0.2.201", None, None),
         ("192.0.2.201", 3, int(T0)),
     ]
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_session_events_name_the_user_and_the_session(
+    make_api: MakeApi, lines: list[dict]
+) -> None:
+    """The event to alert on, refresh_reused, and sign-out carry who and which session,
+    with the address, user agent and route."""
+    api = await make_api(tokens={"strict_rotation": True, "reuse_interval": 0})
+    signed_in = await api.user("bob")
+    sid = token_session(signed_in["accessToken"])
+    headers = {"User-Agent": "thief/2.0"}
+    first = await api.refresh(signed_in["refreshToken"], **headers)
+    successor = (await first.json())["refreshToken"]
+    await api.refresh(successor, **headers)  # the successor is used: its parent retires
+    reused = await api.refresh(signed_in["refreshToken"], **headers)
+    assert (await reused.json())["code"] == "refresh_reused"
+    (line,) = [line for line in lines if line["event"] == "refresh_reused"]
+    assert (line["user_id"], line["session_id"]) == (signed_in["id"], sid)
+    assert (line["ip"], line["user_agent"], line["route"]) == (
+        "127.0.0.1",
+        "thief/2.0",
+        "/api/auth/refreshtoken",
+    )
+    other = await api.user("carol")
+    await api.signout(other["refreshToken"])
+    (signout,) = [line for line in lines if line["event"] == "signout"]
+    assert (signout["user_id"], signout["session_id"]) == (
+        other["id"],
+        token_session(other["accessToken"]),
+    )

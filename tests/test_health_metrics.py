@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient
 from server import EMBEDDED_GROUPS, Auth, clock, keys
 from server.metrics import DURATION_BUCKETS, PrometheusMetrics
 from server.purge import purge_once
+from storage import StorageUnavailable
 from tests.conftest import Api, MakeApi, expect_error, make_settings
 from tests.metrics_kit import Scrape
 
@@ -48,13 +49,13 @@ async def test_health_answers_503_while_the_storage_hangs(
     storage = api.app[keys.AUTH].storage
     monkeypatch.setattr("server.health.HEALTH_TIMEOUT", 0.05)
     answer = asyncio.Event()
-    real_get_user = storage.get_user
+    real_ping = storage.ping
 
-    async def hanging_get_user(user_id: str) -> Any:
+    async def hanging_ping() -> None:
         await answer.wait()
-        return await real_get_user(user_id)
+        await real_ping()
 
-    monkeypatch.setattr(storage, "get_user", hanging_get_user)
+    monkeypatch.setattr(storage, "ping", hanging_ping)
     with caplog.at_level(logging.WARNING, logger="auth.health"):
         for _ in range(3):
             response = await api.get("/api/health")
@@ -82,10 +83,10 @@ async def test_health_answers_503_while_the_storage_fails(
 ) -> None:
     api = await make_api()
 
-    async def failing_get_user(user_id: str) -> Any:
-        raise OSError("connection refused by db.internal:5432")
+    async def failing_ping() -> None:
+        raise StorageUnavailable("PostgreSQL: connection refused by db.internal:5432")
 
-    monkeypatch.setattr(api.app[keys.AUTH].storage, "get_user", failing_get_user)
+    monkeypatch.setattr(api.app[keys.AUTH].storage, "ping", failing_ping)
     response = await api.get("/api/health")
     body = await response.json()
     assert (response.status, body) == (
@@ -328,10 +329,10 @@ async def test_failed_background_passes_are_counted(
 ) -> None:
     api = await make_api(tokens={"revocation_poll": 0.1})
 
-    async def failing(now: int) -> Any:
-        raise OSError("database gone")
+    async def failing(cursor: Any, now: int) -> Any:
+        raise StorageUnavailable("database gone")
 
-    monkeypatch.setattr(api.app[keys.AUTH].storage, "live_revocations", failing)
+    monkeypatch.setattr(api.app[keys.AUTH].storage, "revocations_since", failing)
     for _ in range(100):
         metrics = await scrape(api)
         failures = metrics.values("auth_background_failures_total", "task")

@@ -46,8 +46,12 @@ DECOMPOSED = unicodedata.normalize("NFD", COMPOSED)
 def eff_passphrases(count: int, seed: int) -> list[str]:
     """Random 4-word passphrases from the EFF long word list (7776 words), joined by a
     space, a hyphen or nothing."""
-    words = xkcd_password.generate_wordlist(
-        wordfile=xkcd_password.locate_wordfile("eff-long"), min_length=1, max_length=20
+    words = sorted(  # in a fixed order: the same seed then gives the same phrases
+        xkcd_password.generate_wordlist(
+            wordfile=xkcd_password.locate_wordfile("eff-long"),
+            min_length=1,
+            max_length=20,
+        )
     )
     assert len(words) == 7776
     rng = random.Random(seed)

@@ -1,16 +1,12 @@
-"""The storage contract (the docstrings of storage.base.Storage), run against every backend.
-
-Times are explicit integers: nothing here sleeps. Revocations are kept 60 s (the default of
-open_test_storage), refresh requests allow a 10 s reuse interval unless a test says otherwise.
-"""
+"""The storage contract (the docstrings of storage.base.Storage), run against every
+backend: users and identities, refresh tokens outcome by outcome, revocations, counters,
+maintenance. Builders and fixtures are in tests/storage_kit.py."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections import Counter as Tally
-from collections.abc import AsyncIterator
-from pathlib import Path
+from dataclasses import replace
 
 import pytest
 
@@ -19,122 +15,38 @@ from storage import (
     EmailTaken,
     NewSession,
     PurgeResult,
-    RefreshOutcome,
-    RefreshRequest,
     RefreshResult,
     Revocation,
+    RevokedSession,
     RevokeReason,
-    SchemaTooNew,
     Storage,
     User,
     UsernameTaken,
-    migrations,
 )
-from tests.backends import (
-    BACKENDS,
-    make_storage,
-    open_test_storage,
-    opened,
-    postgres_schema_dsn,
+from tests.storage_kit import (
+    EXPIRED,
+    REPLAYED,
+    REUSE_WINDOW,
+    REUSED,
+    REVOKED,
+    ROTATED,
+    T1,
+    T2,
+    T3,
+    UNKNOWN,
+    VALID,
+    by_id,
+    failed,
+    fullwidth,
+    make_user,
+    refresh,
+    rotated,
+    start_session,
+    storage_fixture,  # noqa: F401
+    tamper_user,
+    token,
+    user_with_session,
 )
-
-SQL_BACKENDS = [param for param in BACKENDS if param.values[0] != "memory"]
-POSTGRES_ONLY = [param for param in BACKENDS if param.values[0] == "postgres"]
-TTL = 60
-
-ROTATED = RefreshOutcome.ROTATED
-REPLAYED = RefreshOutcome.REPLAYED
-VALID = RefreshOutcome.VALID
-UNKNOWN = RefreshOutcome.UNKNOWN
-EXPIRED = RefreshOutcome.EXPIRED
-REVOKED = RefreshOutcome.REVOKED
-REUSED = RefreshOutcome.REUSED
-
-
-@pytest.fixture(params=BACKENDS)
-async def storage(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Storage]:
-    async with open_test_storage(request.param, tmp_path, revocation_ttl=TTL) as store:
-        yield store
-
-
-@pytest.fixture(params=SQL_BACKENDS)
-async def sql_database(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[tuple[str, str]]:
-    """(kind, location) of an empty SQL database, for tests that open several storages on
-    it the way several processes would."""
-    if request.param == "postgres":
-        async with postgres_schema_dsn() as dsn:
-            yield "postgres", dsn
-    else:
-        yield "sqlite", str(tmp_path / "auth.db")
-
-
-# builders
-
-
-def token(name: str) -> bytes:
-    """A stored refresh-token hash, 32 bytes like the server's."""
-    return hashlib.sha256(name.encode()).digest()
-
-
-T1, T2, T3 = token("t1"), token("t2"), token("t3")
-
-
-def make_user(
-    user_id: str = "u1",
-    username: str = "alice",
-    email: str = "alice@example.com",
-    roles: tuple[str, ...] = ("user",),
-) -> User:
-    return User(user_id, username, email, f"hash-of-{user_id}", roles, 1_700_000_000)
-
-
-def refresh(
-    token_hash: bytes,
-    successor: bytes | None,
-    now: int,
-    *,
-    expires_at: int = 2000,
-    strict: bool = False,
-) -> RefreshRequest:
-    return RefreshRequest(token_hash, successor, now, expires_at, 10, strict)
-
-
-async def start_session(
-    storage: Storage,
-    sid: str,
-    token_hash: bytes,
-    user_id: str = "u1",
-    expires_at: int = 1000,
-) -> None:
-    await storage.create_session(NewSession(sid, user_id, token_hash, 0, expires_at))
-
-
-async def user_with_session(storage: Storage) -> User:
-    """User u1 with session s1 (current token T1, expiring at 1000)."""
-    user = make_user()
-    await storage.create_user(user)
-    await start_session(storage, "s1", T1)
-    return user
-
-
-async def rotated(storage: Storage, user: User, request: RefreshRequest) -> None:
-    """Rotate and check that it did: setup steps of the later tests."""
-    result = await storage.use_refresh_token(request)
-    assert result == RefreshResult(ROTATED, user, "s1", request.expires_at)
-
-
-def failed(outcome: RefreshOutcome, session_id: str = "s1") -> RefreshResult:
-    """A refused token of a known session: the session id, no user."""
-    return RefreshResult(outcome, session_id=session_id)
-
-
-def by_id(revocations: list[Revocation]) -> list[Revocation]:
-    return sorted(revocations, key=lambda r: r.session_id)
-
 
 # users
 
@@ -144,6 +56,10 @@ async def test_create_and_get_user(storage: Storage) -> None:
     await storage.create_user(user)
     assert await storage.get_user("u1") == user
     assert await storage.get_user("u2") is None
+    named = User("u2", "bob", "bob@example.com", "h", ("user",), 5, True, "Bob B.")
+    await storage.create_user(named)
+    assert await storage.get_user("u2") == named
+    assert await storage.find_user(username="bob") == named
 
 
 async def test_find_user_ignores_case(storage: Storage) -> None:
@@ -159,6 +75,31 @@ async def test_find_user_ignores_case(storage: Storage) -> None:
     assert await storage.find_user(email="bob@example.com") is None
 
 
+async def test_look_alike_spellings_are_one_identity(storage: Storage) -> None:
+    """Issue 16.5: full-width letters, IDNA domains and decomposed accents."""
+    kevin = make_user("u1", "kevin", "kevin@example.com")
+    books = make_user("u2", "reader", "user@bücher.example")
+    cafe = make_user("u3", "cafe", "café@example.com")
+    for user in (kevin, books, cafe):
+        await storage.create_user(user)
+    assert await storage.find_user(username=fullwidth("kevin")) == kevin  # full-width
+    assert await storage.find_user(email=f"kevin@{fullwidth('e')}xample.com") == kevin
+    assert await storage.find_user(email="user@xn--bcher-kva.example") == books
+    assert await storage.find_user(email="user@bu\u0308cher.example") == books
+    assert await storage.find_user(email="cafe\u0301@example.com") == cafe
+    clashes = [
+        (fullwidth("KEVIN"), "other@example.com", UsernameTaken),
+        ("kevin2", f"kevin@{fullwidth('e')}xample.com", EmailTaken),
+        ("reader2", "USER@xn--bcher-kva.example", EmailTaken),
+        ("reader3", "user@bu\u0308cher.example", EmailTaken),
+        ("cafe2", "cafe\u0301@example.com", EmailTaken),
+    ]
+    for n, (username, email, error) in enumerate(clashes):
+        with pytest.raises(error):
+            await storage.create_user(make_user(f"x{n}", username, email))
+        assert await storage.get_user(f"x{n}") is None
+
+
 async def test_lookups_of_unstorable_text_find_nothing(storage: Storage) -> None:
     """NUL cannot be stored by every database; looking it up is simply not found."""
     await storage.create_user(make_user())
@@ -167,6 +108,10 @@ async def test_lookups_of_unstorable_text_find_nothing(storage: Storage) -> None
     assert await storage.get_user("u1\x00") is None
     assert await storage.delete_user("u1\x00", 10) is None
     assert await storage.change_password("u1\x00", "h", None, 10) == []
+    assert await storage.update_user("u1\x00", disabled=True, now=10) is None
+    assert await storage.list_sessions("u1\x00", 10) == []
+    assert await storage.list_users(10, None, "al\x00") == []
+    assert not await storage.revoke_user_session("u1", "s\x00", RevokeReason.SIGNOUT, 1)
     assert await storage.hit_counter("k\x00", 60, 10) == Counter(1, 70)
     assert await storage.read_counter("k\x00", 10) == Counter(1, 70)
     assert await storage.read_counter("k", 10) == Counter(0, 10)
@@ -200,7 +145,8 @@ async def test_change_password_revokes_the_other_live_sessions(
     await start_session(storage, "s2", T2)
     await start_session(storage, "s3", T3)
     await start_session(storage, "s4", token("bob"), user_id="u2")
-    assert await storage.revoke_session(T3, RevokeReason.SIGNOUT, 50) == "s3"
+    signed_out = await storage.revoke_session(T3, RevokeReason.SIGNOUT, 50)
+    assert signed_out == RevokedSession("s3", "u1", was_live=True)
 
     assert await storage.change_password("u1", "new-hash", "s1", 100) == ["s2"]
     changed = await storage.get_user("u1")
@@ -210,10 +156,10 @@ async def test_change_password_revokes_the_other_live_sessions(
         Revocation("s3", 110),
     ]
     assert await storage.use_refresh_token(refresh(T2, token("x"), 101)) == failed(
-        REVOKED, "s2"
+        REVOKED, changed, "s2"
     )
     result = await storage.use_refresh_token(refresh(token("bob"), None, 101))
-    assert result == RefreshResult(VALID, bob, "s4", 1000)  # another user's session
+    assert result == RefreshResult(VALID, bob, "s4", 2000)  # another user's session
     result = await storage.use_refresh_token(refresh(T1, token("t1b"), 101))
     assert result == RefreshResult(ROTATED, changed, "s1", 2000)
 
@@ -228,7 +174,7 @@ async def test_delete_user_revokes_its_sessions(storage: Storage) -> None:
     await user_with_session(storage)
     await start_session(storage, "s2", T2)
     await start_session(storage, "s3", T3)
-    assert await storage.revoke_session(T3, RevokeReason.SIGNOUT, 50) == "s3"
+    await storage.revoke_session(T3, RevokeReason.SIGNOUT, 50)
 
     assert sorted(await storage.delete_user("u1", 100) or []) == ["s1", "s2"]
     assert await storage.get_user("u1") is None
@@ -242,10 +188,8 @@ async def test_delete_user_revokes_its_sessions(storage: Storage) -> None:
     ]
     for token_hash, sid in ((T1, "s1"), (T2, "s2")):
         result = await storage.use_refresh_token(refresh(token_hash, token("x"), 101))
-        assert result == failed(REVOKED, sid)
-    again = make_user(
-        "u9", "ALICE", "alice@example.com"
-    )  # the name and address are free
+        assert result == failed(REVOKED, None, sid)
+    again = make_user("u9", "ALICE", "alice@example.com")  # the name is free again
     await storage.create_user(again)
     assert await storage.find_user(username="alice") == again
 
@@ -276,12 +220,39 @@ async def test_rotation_makes_the_successor_current_and_extends_the_session(
 async def test_replay_within_the_reuse_interval(storage: Storage) -> None:
     user = await user_with_session(storage)
     await rotated(storage, user, refresh(T1, T2, 100))
-    await rotated(
-        storage, user, refresh(T2, T3, 105)
-    )  # even with the successor presented
+    await rotated(storage, user, refresh(T2, T3, 105))  # the successor was presented
     for now in (100, 105, 110):  # 110: exactly reuse_interval after the retirement
         result = await storage.use_refresh_token(refresh(T1, T2, now, strict=True))
         assert result == RefreshResult(REPLAYED, user, "s1", 2000)
+
+
+@pytest.mark.parametrize(
+    ("interval", "retired", "presented", "outcome"),
+    [
+        (1, 100.0, 101.0, REPLAYED),  # exactly one second later
+        (1, 100.0, 101.001, REUSED),  # one millisecond more
+        (1, 100.4, 101.4, REPLAYED),  # not rounded to whole seconds
+        (1, 100.4, 101.401, REUSED),
+        (1, 100.999, 100.0, REPLAYED),  # a clock behind the rotation's
+        (0, 100.0, 100.0, REUSED),  # 0: no grace at all, not even the same instant
+        (0, 100.0, 100.5, REUSED),
+    ],
+)
+async def test_the_reuse_interval_is_exact(
+    storage: Storage, interval: int, retired: float, presented: float, outcome: object
+) -> None:
+    """Issue 9.3. Strict rotation, so that only the interval can allow the replay."""
+    user = await user_with_session(storage)
+    await rotated(storage, user, refresh(T1, T2, retired))
+    request = refresh(T1, T2, presented, strict=True, interval=interval)
+    result = await storage.use_refresh_token(request)
+    if outcome is REPLAYED:
+        assert result == RefreshResult(REPLAYED, user, "s1", 2000)
+    else:
+        assert result == failed(REUSED, user)
+        assert await storage.live_revocations(int(presented)) == [
+            Revocation("s1", int(presented) + 60)
+        ]
 
 
 async def test_replay_after_the_interval_while_the_successor_was_never_presented(
@@ -292,19 +263,21 @@ async def test_replay_after_the_interval_while_the_successor_was_never_presented
     for now in (500, 1900):
         result = await storage.use_refresh_token(refresh(T1, T2, now))
         assert result == RefreshResult(REPLAYED, user, "s1", 2000)
-    await rotated(storage, user, refresh(T2, T3, 1901, expires_at=4000))
+    result = await storage.use_refresh_token(refresh(T1, T2, 1901, interval=0))
+    assert result == RefreshResult(REPLAYED, user, "s1", 2000)  # not strict: still
+    await rotated(storage, user, refresh(T2, T3, 1902, expires_at=4000))
 
 
 async def test_reuse_once_the_successor_was_presented(storage: Storage) -> None:
     user = await user_with_session(storage)
     await rotated(storage, user, refresh(T1, T2, 100))
     await rotated(storage, user, refresh(T2, T3, 200))
-    assert await storage.use_refresh_token(refresh(T1, T2, 300)) == failed(REUSED)
+    assert await storage.use_refresh_token(refresh(T1, T2, 300)) == failed(REUSED, user)
     assert await storage.live_revocations(300) == [Revocation("s1", 360)]
     # The whole family is revoked, and answers REUSED from now on.
     for token_hash, successor in ((T3, token("t4")), (T2, T3), (T1, T2)):
         result = await storage.use_refresh_token(refresh(token_hash, successor, 301))
-        assert result == failed(REUSED)
+        assert result == failed(REUSED, user)
     assert await storage.live_revocations(301) == [Revocation("s1", 360)]
 
 
@@ -312,23 +285,26 @@ async def test_strict_rotation_reuse_right_after_the_interval(storage: Storage) 
     user = await user_with_session(storage)
     await rotated(storage, user, refresh(T1, T2, 100))
     result = await storage.use_refresh_token(refresh(T1, T2, 111, strict=True))
-    assert result == failed(REUSED)
-    assert await storage.use_refresh_token(refresh(T2, T3, 112)) == failed(REUSED)
+    assert result == failed(REUSED, user)
+    assert await storage.use_refresh_token(refresh(T2, T3, 112)) == failed(REUSED, user)
     assert await storage.live_revocations(112) == [Revocation("s1", 171)]
 
 
 async def test_signed_out_session_answers_revoked(storage: Storage) -> None:
-    await user_with_session(storage)
-    assert await storage.revoke_session(T1, RevokeReason.SIGNOUT, 100) == "s1"
+    user = await user_with_session(storage)
+    assert await storage.revoke_session(T1, RevokeReason.SIGNOUT, 100) == (
+        RevokedSession("s1", "u1", was_live=True)
+    )
     for now in (101, 102):
-        assert await storage.use_refresh_token(refresh(T1, T2, now)) == failed(REVOKED)
+        result = await storage.use_refresh_token(refresh(T1, T2, now))
+        assert result == failed(REVOKED, user)
 
 
 async def test_expired_session_is_deleted(storage: Storage) -> None:
     user = await user_with_session(storage)
     await rotated(storage, user, refresh(T1, T2, 100, expires_at=1000))
     result = await storage.use_refresh_token(refresh(T2, T3, 1000))  # expires_at <= now
-    assert result == failed(EXPIRED)
+    assert result == failed(EXPIRED, user)
     for token_hash in (T2, T1):
         assert await storage.use_refresh_token(
             refresh(token_hash, T3, 1001)
@@ -338,19 +314,54 @@ async def test_expired_session_is_deleted(storage: Storage) -> None:
 
 
 async def test_rotation_off_answers_valid(storage: Storage) -> None:
+    """A use without rotation extends the session as a rotation does."""
     user = await user_with_session(storage)
     for now in (100, 200):
-        result = await storage.use_refresh_token(refresh(T1, None, now))
-        assert result == RefreshResult(VALID, user, "s1", 1000)
+        result = await storage.use_refresh_token(
+            refresh(T1, None, now, expires_at=now + 1000)
+        )
+        assert result == RefreshResult(VALID, user, "s1", now + 1000)
     await rotated(storage, user, refresh(T1, T2, 300))  # still the current token
 
 
-async def test_session_of_a_missing_user_is_revoked(storage: Storage) -> None:
-    await start_session(storage, "s1", T1, user_id="ghost")
-    assert await storage.use_refresh_token(refresh(T1, T2, 100)) == failed(REVOKED)
+async def test_rotation_off_does_not_revive_a_retired_token(storage: Storage) -> None:
+    """Issue 9.8: with rotation switched off a retired token is reuse, even within the
+    interval and with its successor never presented."""
+    user = await user_with_session(storage)
+    await rotated(storage, user, refresh(T1, T2, 100))
+    assert await storage.use_refresh_token(refresh(T1, None, 101)) == failed(
+        REUSED, user
+    )
+    assert await storage.use_refresh_token(refresh(T2, None, 102)) == failed(
+        REUSED, user
+    )
+    assert await storage.live_revocations(102) == [Revocation("s1", 161)]
+
+
+async def test_session_of_a_deleted_user_row_is_revoked(storage: Storage) -> None:
+    """delete_user revokes the sessions itself; a user row gone by other means (an
+    operator's SQL) must not leave its sessions refreshing."""
+    await user_with_session(storage)
+    await tamper_user(storage, "u1", delete=True)
+    result = await storage.use_refresh_token(refresh(T1, T2, 100))
+    assert result == failed(REVOKED, None)
     assert await storage.live_revocations(100) == [Revocation("s1", 160)]
-    assert await storage.use_refresh_token(refresh(T1, T2, 130)) == failed(REVOKED)
+    assert await storage.use_refresh_token(refresh(T1, T2, 130)) == failed(
+        REVOKED, None
+    )
     assert await storage.live_revocations(130) == [Revocation("s1", 160)]
+
+
+async def test_session_of_a_disabled_user_is_revoked(storage: Storage) -> None:
+    user = await user_with_session(storage)
+    await tamper_user(storage, "u1")
+    disabled = replace(user, disabled=True)
+    result = await storage.use_refresh_token(refresh(T1, T2, 100))
+    assert result == failed(REVOKED, disabled)
+    assert await storage.live_revocations(100) == [Revocation("s1", 160)]
+    assert await storage.use_refresh_token(refresh(T1, None, 101)) == failed(
+        REVOKED, disabled
+    )
 
 
 async def test_concurrent_refreshes_of_one_token_rotate_once(storage: Storage) -> None:
@@ -366,18 +377,56 @@ async def test_concurrent_refreshes_of_one_token_rotate_once(storage: Storage) -
     await rotated(storage, user, refresh(T2, T3, 101, expires_at=2500))
 
 
+async def test_every_successful_use_records_the_last_use(storage: Storage) -> None:
+    user = await user_with_session(storage)
+
+    async def last_used() -> int:
+        (info,) = await storage.list_sessions("u1", 0)
+        return info.last_used_at
+
+    assert await last_used() == 0  # the sign-in
+    await rotated(storage, user, refresh(T1, T2, 100.9))
+    assert await last_used() == 100
+    await storage.use_refresh_token(refresh(T1, T2, 105))  # replayed
+    assert await last_used() == 105
+    await storage.use_refresh_token(refresh(T2, None, 120))  # rotation off
+    assert await last_used() == 120
+    await storage.use_refresh_token(refresh(token("junk"), None, 130))
+    assert await last_used() == 120
+
+
+# writes: a request that changes nothing writes nothing (issue 10.1)
+
+
+async def test_junk_tokens_take_no_write(storage: Storage) -> None:
+    user = await user_with_session(storage)
+    await start_session(storage, "s2", T2)
+    await storage.revoke_session(T2, RevokeReason.SIGNOUT, 10)
+    before = storage.write_transactions
+    for junk in (token("junk"), T2):  # unknown, and a revoked session's
+        result = await storage.use_refresh_token(refresh(junk, T3, 20))
+        assert result.outcome in (UNKNOWN, REVOKED)
+        signed_out = await storage.revoke_session(junk, RevokeReason.SIGNOUT, 20)
+        assert signed_out in (None, RevokedSession("s2", "u1", was_live=False))
+    assert storage.write_transactions == before
+    await rotated(storage, user, refresh(T1, T3, 30))
+    assert storage.write_transactions > before
+
+
 # revocations
 
 
 async def test_revoke_session_is_idempotent(storage: Storage) -> None:
     user = await user_with_session(storage)
     await rotated(storage, user, refresh(T1, T2, 10))
-    assert await storage.revoke_session(T2, RevokeReason.SIGNOUT, 100) == "s1"
-    assert (
-        await storage.revoke_session(T1, RevokeReason.REUSE, 130) == "s1"
-    )  # changes nothing
+    live = RevokedSession("s1", "u1", was_live=True)
+    assert await storage.revoke_session(T2, RevokeReason.SIGNOUT, 100) == live
+    again = await storage.revoke_session(T1, RevokeReason.REUSE, 130)
+    assert again == RevokedSession("s1", "u1", was_live=False)  # changes nothing
     assert await storage.live_revocations(130) == [Revocation("s1", 160)]
-    assert await storage.use_refresh_token(refresh(T2, T3, 131)) == failed(REVOKED)
+    assert await storage.use_refresh_token(refresh(T2, T3, 131)) == failed(
+        REVOKED, user
+    )
 
 
 async def test_live_revocations_keep_until_the_access_tokens_are_dead(
@@ -395,6 +444,33 @@ async def test_live_revocations_keep_until_the_access_tokens_are_dead(
     ]
     assert await storage.live_revocations(160) == [Revocation("s2", 210)]
     assert await storage.live_revocations(210) == []
+
+
+async def test_revocations_since_returns_only_new_rows(storage: Storage) -> None:
+    """Issue 9.5: each poll reads what was added since the previous one."""
+    await user_with_session(storage)
+    for n in range(2, 6):
+        await start_session(storage, f"s{n}", token(f"t{n}"))
+    assert await storage.revocations_since(None, 0) == ([], 0)
+    await storage.revoke_session(T1, RevokeReason.SIGNOUT, 100)
+    await storage.revoke_session(token("t2"), RevokeReason.SIGNOUT, 101)
+    first, cursor = await storage.revocations_since(None, 101)
+    assert first == [Revocation("s1", 160), Revocation("s2", 161)]
+    assert await storage.revocations_since(cursor, 101) == ([], cursor)
+
+    await storage.revoke_session(token("t3"), RevokeReason.SIGNOUT, 102)
+    later, cursor2 = await storage.revocations_since(cursor, 102)
+    assert later == [Revocation("s3", 162)]
+    assert cursor2 > cursor
+    # Rows whose access tokens are dead by now are skipped, and passed.
+    await storage.revoke_session(token("t4"), RevokeReason.SIGNOUT, 103)
+    await storage.revoke_session(token("t5"), RevokeReason.SIGNOUT, 150)
+    rows, cursor3 = await storage.revocations_since(cursor2, 170)
+    assert rows == [Revocation("s5", 210)]
+    assert await storage.revocations_since(cursor3, 170) == ([], cursor3)
+    # None starts over: every live revocation, as at start-up.
+    everything = [Revocation("s3", 162), Revocation("s4", 163), Revocation("s5", 210)]
+    assert await storage.revocations_since(None, 161) == (everything, cursor3)
 
 
 # counters
@@ -425,7 +501,27 @@ async def test_counters_are_independent(storage: Storage) -> None:
     assert await storage.read_counter("b", 102) == Counter(0, 102)
 
 
+async def test_refund_takes_one_back_within_the_window(storage: Storage) -> None:
+    """Issue 10.2: an attempt is counted before the hash and refunded on success."""
+    await storage.hit_counter("k", 60, 100)
+    await storage.hit_counter("k", 60, 101)
+    await storage.refund_counter("k", 102)
+    assert await storage.read_counter("k", 102) == Counter(1, 160)
+    await storage.refund_counter("k", 103)
+    await storage.refund_counter("k", 104)  # never below zero
+    assert await storage.read_counter("k", 104) == Counter(0, 160)
+    assert await storage.hit_counter("k", 60, 105) == Counter(1, 160)
+    await storage.refund_counter("k", 160)  # the window has ended: nothing
+    await storage.refund_counter("absent", 100)
+    assert await storage.hit_counter("k", 60, 160) == Counter(1, 220)
+    assert await storage.read_counter("absent", 100) == Counter(0, 100)
+
+
 # maintenance
+
+
+async def test_ping(storage: Storage) -> None:
+    assert await storage.ping() is None
 
 
 async def test_purge_deletes_in_batches(storage: Storage) -> None:
@@ -438,9 +534,10 @@ async def test_purge_deletes_in_batches(storage: Storage) -> None:
         )
         assert result == RefreshResult(ROTATED, user, sid, 100)
     for sid in expired[:3]:
-        assert await storage.revoke_session(token(sid), RevokeReason.SIGNOUT, 50) == sid
+        revoked = await storage.revoke_session(token(sid), RevokeReason.SIGNOUT, 50)
+        assert revoked == RevokedSession(sid, "u1", was_live=True)
     await start_session(storage, "live", T2)
-    assert await storage.revoke_session(T1, RevokeReason.SIGNOUT, 480) == "s1"
+    await storage.revoke_session(T1, RevokeReason.SIGNOUT, 480)
     await storage.hit_counter("old", 10, 0)
     await storage.hit_counter("new", 60, 490)
 
@@ -457,9 +554,50 @@ async def test_purge_deletes_in_batches(storage: Storage) -> None:
             assert result == RefreshResult(UNKNOWN)
     assert await storage.live_revocations(500) == [Revocation("s1", 540)]
     assert await storage.read_counter("new", 500) == Counter(1, 550)
-    assert await storage.use_refresh_token(refresh(T1, T3, 500)) == failed(REVOKED)
+    result = await storage.use_refresh_token(refresh(T1, T3, 500))
+    assert result == failed(REVOKED, user)
     result = await storage.use_refresh_token(refresh(T2, T3, 500))
     assert result == RefreshResult(ROTATED, user, "live", 2000)
+
+
+async def test_purge_deletes_tokens_retired_before_the_reuse_window(
+    storage: Storage,
+) -> None:
+    """Issue 9.4: a retired token is kept REUSE_WINDOW seconds for reuse detection, then
+    purged; presented afterwards it is unknown."""
+    user = await user_with_session(storage)
+    await rotated(storage, user, refresh(T1, T2, 100, expires_at=10**6))
+    await rotated(storage, user, refresh(T2, T3, 200, expires_at=10**6))
+    # T1 retired at 100: kept while now - 100 <= REUSE_WINDOW
+    assert await storage.purge_expired(100 + REUSE_WINDOW, 10) == PurgeResult()
+    assert await storage.purge_expired(101 + REUSE_WINDOW, 10) == PurgeResult(0, 1, 0)
+    now = 102 + REUSE_WINDOW
+    result = await storage.use_refresh_token(refresh(T1, T2, now))
+    assert result == RefreshResult(UNKNOWN)
+    result = await storage.use_refresh_token(refresh(T2, T3, now, strict=True))
+    assert result == failed(REUSED, user)
+
+
+async def test_a_long_lived_session_keeps_a_bounded_chain(storage: Storage) -> None:
+    """1,000 rotations, one a second, REUSE_WINDOW (1000 s) wide: after a purge only
+    the tokens retired within the window are left (and the current one)."""
+    user = make_user()
+    await storage.create_user(user)
+    hashes = [token(f"chain{i}") for i in range(1001)]
+    await start_session(storage, "long", hashes[0], expires_at=10**6)
+    for i in range(1000):
+        request = refresh(hashes[i], hashes[i + 1], 1000 + i, expires_at=10**6)
+        await rotated(storage, user, request)
+    now = 1000 + 999 + 500  # tokens retired at 1000..1498 are out of the window
+    total = PurgeResult()
+    while (batch := await storage.purge_expired(now, 100)) != PurgeResult():
+        total += batch
+    assert total == PurgeResult(sessions=0, tokens=499, other=0)
+    assert (await storage.use_refresh_token(refresh(hashes[498], None, now))) == (
+        RefreshResult(UNKNOWN)
+    )
+    last = refresh(hashes[1000], token("next"), now, expires_at=10**6)
+    await rotated(storage, user, last)
 
 
 async def test_secret_is_created_once(storage: Storage) -> None:
@@ -468,148 +606,14 @@ async def test_secret_is_created_once(storage: Storage) -> None:
     assert await storage.get_or_create_secret("other", b"\x00\xff") == b"\x00\xff"
 
 
-# several processes on one SQL database
-
-
-async def test_concurrent_refreshes_from_two_processes_rotate_once(
-    sql_database: tuple[str, str],
-) -> None:
-    kind, location = sql_database
-    async with (
-        opened(make_storage(kind, location)) as one,
-        opened(make_storage(kind, location)) as two,
-    ):
-        user = await user_with_session(one)
-        request = refresh(T1, T2, 100)
-        calls = [
-            store.use_refresh_token(request) for _ in range(25) for store in (one, two)
-        ]
-        results = await asyncio.gather(*calls)
-        assert Tally(r.outcome for r in results) == {ROTATED: 1, REPLAYED: 49}
-        assert {(r.user, r.session_id, r.expires_at) for r in results} == {
-            (user, "s1", 2000)
-        }
-        await rotated(two, user, refresh(T2, T3, 101))
-
-
-async def test_purges_from_two_processes_share_the_work(
-    sql_database: tuple[str, str],
-) -> None:
-    kind, location = sql_database
-    async with (
-        opened(make_storage(kind, location)) as one,
-        opened(make_storage(kind, location)) as two,
-    ):
-        user = make_user()
-        await one.create_user(user)
-        for i in range(6):
-            await start_session(one, f"e{i}", token(f"e{i}"), expires_at=100)
-        await start_session(one, "live", T1)
-        first, second = await asyncio.gather(
-            one.purge_expired(500, 10), two.purge_expired(500, 10)
-        )
-        assert first + second == PurgeResult(sessions=6, tokens=6, other=0)
-        assert await two.purge_expired(500, 10) == PurgeResult()
-        result = await two.use_refresh_token(refresh(T1, None, 500))
-        assert result == RefreshResult(VALID, user, "live", 1000)
-
-
-async def test_secret_is_shared_by_processes(sql_database: tuple[str, str]) -> None:
-    kind, location = sql_database
-    async with (
-        opened(make_storage(kind, location)) as one,
-        opened(make_storage(kind, location)) as two,
-    ):
-        first, second = await asyncio.gather(
-            one.get_or_create_secret("hs256", b"one"),
-            two.get_or_create_secret("hs256", b"two"),
-        )
-        assert first == second and first in (b"one", b"two")
-        assert await one.get_or_create_secret("hs256", b"three") == first
-
-
-# schema versions
-
-
-async def schema_versions(store: Storage) -> list[int]:
-    return [
-        row[0]
-        for row in await run_sql(
-            store, "SELECT version FROM schema_version ORDER BY version"
-        )
-    ]
-
-
-async def run_sql(store: Storage, sql: str) -> list[tuple]:
-    """Raw SQL on a SQL backend's own connection, for what the interface does not expose."""
-    from storage.sqlite import SQLiteStorage
-
-    if isinstance(store, SQLiteStorage):
-        return [tuple(row) for row in await store.db.execute_fetchall(sql)]
-    from storage.postgres import PostgresStorage
-
-    assert isinstance(store, PostgresStorage)
-    return [tuple(row) for row in await store.pool.fetch(sql)]
-
-
-async def test_reopening_keeps_the_data(sql_database: tuple[str, str]) -> None:
-    kind, location = sql_database
-    user = make_user()
-    async with opened(make_storage(kind, location)) as store:
-        await store.create_user(user)
-    async with opened(make_storage(kind, location)) as store:
-        assert await store.get_user("u1") == user
-        assert await schema_versions(store) == list(range(1, migrations.LATEST + 1))
-
-
-async def test_processes_starting_together_migrate_once(
-    sql_database: tuple[str, str],
-) -> None:
-    kind, location = sql_database
-    stores = [make_storage(kind, location) for _ in range(4)]
-    try:
-        await asyncio.gather(*(store.open() for store in stores))
-        assert await schema_versions(stores[0]) == list(range(1, migrations.LATEST + 1))
-        await stores[0].create_user(make_user())
-        assert await stores[3].find_user(username="alice") == make_user()
-    finally:
-        for store in stores:
-            await store.close()
-
-
-async def test_a_newer_schema_is_refused(sql_database: tuple[str, str]) -> None:
-    kind, location = sql_database
-    newer = migrations.LATEST + 1
-    async with opened(make_storage(kind, location)) as store:
-        await run_sql(store, f"INSERT INTO schema_version VALUES ({newer})")
-    with pytest.raises(SchemaTooNew) as caught:
-        async with opened(make_storage(kind, location)):
-            pass
-    assert str(caught.value) == migrations.too_new_message(newer)
-
-
-@pytest.mark.parametrize("kind", POSTGRES_ONLY)
-async def test_postgres_works_inside_the_schema_of_its_dsn(kind: str) -> None:
-    async with postgres_schema_dsn() as dsn, opened(make_storage(kind, dsn)) as store:
-        schema = dsn.rpartition("search_path=")[2]
-        await store.create_user(make_user())
-        # more connections than one, each reset by the pool, all keep the search path
-        found = await asyncio.gather(
-            *(store.find_user(username="alice") for _ in range(20))
-        )
-        assert found == [make_user()] * 20
-        rows = await run_sql(
-            store,
-            "SELECT table_name FROM information_schema.tables "
-            f"WHERE table_schema = '{schema}' ORDER BY table_name",
-        )
-        assert [row[0] for row in rows] == [
-            "counters",
-            "refresh_tokens",
-            "revocations",
-            "schema_version",
-            "secrets",
-            "sessions",
-            "users",
-        ]
-        assert await run_sql(store, "SELECT current_schema()") == [(schema,)]
+async def test_create_session_stores_the_device(storage: Storage) -> None:
+    await storage.create_user(make_user())
+    session = NewSession("s1", "u1", T1, 5, 1000, "Firefox/128", "203.0.113.9")
+    assert await storage.create_session(session, "hash-of-u1")
+    (info,) = await storage.list_sessions("u1", 10)
+    assert (info.user_agent, info.ip, info.created_at, info.last_used_at) == (
+        "Firefox/128",
+        "203.0.113.9",
+        5,
+        5,
+    )

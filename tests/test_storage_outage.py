@@ -15,7 +15,6 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from server import create_app, keys
-from storage import Storage
 from tests.backends import POSTGRES_DSN, postgres_schema_dsn
 from tests.conftest import PASSWORD, Api, expect_error, make_admin_token, make_settings
 from tests.metrics_kit import Scrape
@@ -85,11 +84,6 @@ async def test_health_follows_the_database(outage: Outage) -> None:
     assert (await api.signin("alice")).status == 200
 
 
-@pytest.mark.xfail(
-    not hasattr(Storage, "ping"),
-    strict=True,
-    reason="the PostgreSQL backend raises StorageUnavailable from the storage branch on",
-)
 async def test_routes_that_need_the_storage_answer_503_and_recover(
     outage: Outage,
 ) -> None:

@@ -140,8 +140,7 @@ def user_record(user: User) -> dict[str, Any]:
         "username": user.username,
         "email": user.email,
         "roles": role_names(user),
-        # TODO(merge storage): user.disabled once User has it.
-        "disabled": getattr(user, "disabled", False),
+        "disabled": user.disabled,
         "createdAt": iso_utc(user.created_at),
     }
 

@@ -1,61 +1,30 @@
-"""Rate limits against guessing and flooding: per account and address, per address, per
-account from unknown addresses (the owner's known address stays open), sign-up and
-refresh; X-Forwarded-For believed only from trusted proxies. Counters live in storage,
-so every backend runs these."""
+"""Rate limits against guessing and flooding: per login name and address, per address,
+per login name from unknown addresses (the owner's known address stays open),
+successful sign-ins per login name and per address, sign-up, refresh and sign-out;
+X-Forwarded-For believed only from trusted proxies. Every backend runs these.
+
+The concurrency, fairness, key and write-cost tests are in test_limits_*.py."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import logging
 
 import bcrypt
 import pytest
-from aiohttp import ClientResponse
 
-from tests.conftest import PASSWORD, Api, MakeApi, expect_error
+from tests.conftest import PASSWORD, MakeApi, expect_error
+from tests.security.conftest import Clock
+from tests.security.ratelimit_kit import (
+    PROXY,
+    WRONG,
+    expect_invalid_credentials,
+    expect_limited,
+    limits,
+    signin,
+)
 
-WRONG = "not the password at all"
-INVALID = "Invalid username or password."
-PROXY = {"trusted_proxies": ("127.0.0.1",)}
 OWNER_ADDRESS = "203.0.113.7"
-
-
-def limits(**values: int) -> dict[str, Any]:
-    """Rate limits on, every limit high unless given."""
-    high = {
-        "signin_ip_limit": 1000,
-        "signin_pair_limit": 1000,
-        "signin_account_limit": 1000,
-        "signup_ip_limit": 1000,
-        "refresh_ip_limit": 1000,
-    }
-    return {"enabled": True, **high, **values}
-
-
-async def signin(
-    api: Api,
-    username: str,
-    password: str = PASSWORD,
-    address: str | None = None,
-    **headers: str,
-) -> ClientResponse:
-    if address is not None:
-        headers["X-Forwarded-For"] = address
-    body = {"username": username, "password": password}
-    return await api.client.post("/api/auth/signin", json=body, headers=headers)
-
-
-async def expect_limited(response: ClientResponse, window: int) -> int:
-    """429 in the contract's shape with an integer Retry-After within the window."""
-    body = await expect_error(response, 429, None, "rate_limited")
-    assert isinstance(body["message"], str) and body["message"]
-    retry_after = response.headers["Retry-After"]
-    assert retry_after.isdigit(), retry_after
-    assert 1 <= int(retry_after) <= window
-    return int(retry_after)
-
-
-async def expect_invalid_credentials(response: ClientResponse) -> None:
-    await expect_error(response, 401, INVALID, "invalid_credentials")
 
 
 async def test_failures_per_account_and_address(
@@ -115,6 +84,23 @@ async def test_an_attacker_elsewhere_cannot_lock_the_owner_out(
     # ...but the owner's known address still signs in, again and again.
     for _ in range(2):
         assert (await signin(api, "alice", address=OWNER_ADDRESS)).status == 200
+
+
+async def test_a_known_address_is_renewed_by_signing_in(
+    make_api: MakeApi, clock: Clock
+) -> None:
+    """Trusted for `known_address_ttl` (30 days) after a sign-in from it, renewed by a
+    sign-in once half of that has passed."""
+    api = await make_api(server=PROXY, ratelimit=limits(signin_account_limit=1))
+    await api.signup("alice")
+    day = 86400
+    assert (await signin(api, "alice", address=OWNER_ADDRESS)).status == 200
+    clock.advance(20 * day)
+    assert (await signin(api, "alice", address=OWNER_ADDRESS)).status == 200
+    clock.advance(20 * day)  # 40 days after the first sign-in, 20 after the second
+    await expect_invalid_credentials(await signin(api, "alice", WRONG, "198.51.100.1"))
+    await expect_limited(await signin(api, "alice", address="198.51.100.2"), 3600)
+    assert (await signin(api, "alice", address=OWNER_ADDRESS)).status == 200
 
 
 async def test_forwarded_headers_from_an_untrusted_peer_are_ignored(
@@ -214,3 +200,100 @@ async def test_current_password_guesses_are_limited(make_api: MakeApi) -> None:
         )
     response = await api.client.post("/api/auth/password", json=body, headers=headers)
     await expect_limited(response, 900)
+
+
+async def test_signout_is_limited_per_address(make_api: MakeApi) -> None:
+    api = await make_api(server=PROXY, ratelimit=limits(signout_ip_limit=3))
+    for n in range(3):
+        assert (await api.signout(f"never-issued-{n}")).status == 200
+    await expect_limited(await api.signout("never-issued"), 60)
+    other = await api.client.post(
+        "/api/auth/signout",
+        json={"refreshToken": "never-issued"},
+        headers={"X-Forwarded-For": "192.0.2.50"},
+    )
+    assert other.status == 200
+
+
+async def test_successful_signins_are_limited_per_login_name(
+    make_api: MakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each sign-in costs a hash: one client with the password cannot loop forever. A
+    login name counts alone (see test_limits_keys.py for why)."""
+    api = await make_api(ratelimit=limits(signin_success_account_limit=3))
+    await api.signup("alice")
+    for _ in range(3):
+        assert (await signin(api, "alice")).status == 200
+    checks: list[bytes] = []
+    real_checkpw = bcrypt.checkpw
+    monkeypatch.setattr(
+        bcrypt, "checkpw", lambda *a: checks.append(a[1]) or real_checkpw(*a)
+    )
+    await expect_limited(await signin(api, "alice"), 900)
+    await expect_limited(await signin(api, "Alice", WRONG), 900)
+    assert checks == [], "a limited sign-in must not spend bcrypt"
+    assert (await signin(api, email="alice@example.com")).status == 200
+
+
+async def test_successful_signins_are_limited_per_address(make_api: MakeApi) -> None:
+    api = await make_api(server=PROXY, ratelimit=limits(signin_success_ip_limit=3))
+    for name in ("alice", "bob", "carol", "dave"):
+        await api.signup(name)
+    for name in ("alice", "bob", "carol"):
+        assert (await signin(api, name, address="198.51.100.1")).status == 200
+    await expect_limited(await signin(api, "dave", address="198.51.100.1"), 900)
+    assert (await signin(api, "dave", address="198.51.100.2")).status == 200
+
+
+async def test_successes_are_not_counted_as_failures(make_api: MakeApi) -> None:
+    """Counted before the hash, a success is taken back from the failure limits."""
+    api = await make_api(
+        server=PROXY, ratelimit=limits(signin_ip_limit=3, signin_account_limit=3)
+    )
+    for name in ("alice", "bob", "carol"):
+        await api.signup(name)
+    for _ in range(2):
+        for name in ("alice", "bob", "carol"):
+            assert (await signin(api, name, address="198.51.100.1")).status == 200
+    for name in ("alice", "bob", "carol"):
+        await expect_invalid_credentials(await signin(api, name, WRONG, "198.51.100.1"))
+    await expect_limited(await signin(api, "alice", address="198.51.100.1"), 900)
+
+
+async def test_failures_are_not_counted_as_successes(make_api: MakeApi) -> None:
+    """...and a failure from the success limits."""
+    api = await make_api(
+        server=PROXY,
+        ratelimit=limits(signin_success_account_limit=2, signin_success_ip_limit=2),
+    )
+    await api.signup("alice")
+    for _ in range(5):
+        await expect_invalid_credentials(
+            await signin(api, "alice", WRONG, "198.51.100.1")
+        )
+    for _ in range(2):
+        assert (await signin(api, "alice", address="198.51.100.1")).status == 200
+    await expect_limited(await signin(api, "alice", address="198.51.100.1"), 900)
+
+
+async def test_limits_answer_429_with_retry_after_and_log_one_event(
+    make_api: MakeApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every refusal is the contract's 429; the security log gets one `rate_limited`
+    line per key and window, the rest are summarised (server/events.py)."""
+    caplog.set_level(logging.INFO, logger="auth.security")
+    api = await make_api(server=PROXY, ratelimit=limits(refresh_ip_limit=1))
+    assert (await api.refresh("never-issued")).status == 403
+    for _ in range(5):
+        await expect_limited(await api.refresh("never-issued"), 60)
+    events = [
+        json.loads(record.getMessage())
+        for record in caplog.records
+        if record.name == "auth.security"
+    ]
+    limited = [event for event in events if event["event"] == "rate_limited"]
+    assert len(limited) == 1
+    assert (limited[0]["ip"], limited[0]["route"]) == (
+        "127.0.0.1",
+        "/api/auth/refreshtoken",
+    )

@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 
 from tests.metrics_kit import Scrape
+from tests.server_output import Output
 from tests.serverproc import ServerProcess, server_env
-from tests.test_workers import wait_for, workers_of
+from tests.test_workers import Workers, wait_for
 
 PASSWORD = "correct horse battery staple"
 PROBE = "/.well-known/jwks.json"  # a route no other request here uses
@@ -60,17 +61,23 @@ def owner(pids: set[int], inode: str | None) -> int | None:
 
 @dataclass
 class Cluster:
-    server: ServerProcess
+    processes: Workers
     probes: int = 0  # requests sent to PROBE, counted by the histogram too
     metrics_dirs: set[Path] = field(default_factory=set)
 
     @property
+    def server(self) -> ServerProcess:
+        return self.processes.server
+
+    @property
     def workers(self) -> set[int]:
-        return workers_of(self.server.process.pid)
+        """The workers that said they serve and are alive."""
+        return self.processes.serving()
 
     def connection_to(self, pid: int) -> http.client.HTTPConnection:
         """A fresh connection that worker `pid` accepted (and served one probe on)."""
-        for _ in range(200):
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
             connection = http.client.HTTPConnection("127.0.0.1", self.server.port)
             connection.request("GET", PROBE)
             response = connection.getresponse()
@@ -81,7 +88,7 @@ class Cluster:
             if owner({pid}, socket_inode(self.server.port, port)) == pid:
                 return connection
             connection.close()
-        raise AssertionError(f"worker {pid} accepted none of 200 connections")
+        raise AssertionError(f"worker {pid} accepted no connection in 20 s")
 
     def send(
         self,
@@ -123,7 +130,7 @@ class Cluster:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     env = server_env(tmp_path_factory.mktemp("metrics-workers"))
     with ServerProcess(env, "--workers", "2") as server:
-        started = Cluster(server)
+        started = Cluster(Workers(server, Output(server.process.stdout)))
         assert wait_for(lambda: len(started.workers) == 2, 20)
         yield started
 
@@ -224,7 +231,7 @@ def test_a_killed_workers_counts_stay_and_its_gauges_go(cluster: Cluster) -> Non
     (directory,) = cluster.metrics_dirs
     assert (directory / f"gauge_livesum_{a}.db").exists()
     os.kill(a, signal.SIGKILL)
-    assert wait_for(lambda: len(cluster.workers - {a}) == 2, 20)
+    assert wait_for(lambda: a not in cluster.workers and len(cluster.workers) == 2, 20)
     assert wait_for(lambda: not (directory / f"gauge_livesum_{a}.db").exists(), 10)
     after = cluster.scrape(b)
     for name, label in (

@@ -243,8 +243,9 @@ class PrometheusMetrics(Metrics):
             " (the queue before sign-ins are refused with 429).",
         )
         self._durations = _histogram(self.registry)
-        # (route, status) -> per-bucket counts, then the sum of seconds: not flushed yet
-        self._unflushed: dict[tuple[web.AbstractRoute, int], list[float]] = {}
+        # route -> status -> per-bucket counts, then the sum of seconds, not flushed yet
+        # (two lookups: no key tuple to build on every request)
+        self._unflushed: dict[web.AbstractRoute, dict[int, list[float]]] = {}
         self._children: dict[tuple[web.AbstractRoute, int], Histogram] = {}
 
     # counters and gauges: written at once
@@ -294,9 +295,11 @@ class PrometheusMetrics(Metrics):
     # request durations: counted in process, flushed
 
     def request(self, route: web.AbstractRoute, status: int, seconds: float) -> None:
-        counts = self._unflushed.get((route, status))
-        if counts is None:
-            counts = self._unflushed[route, status] = [0.0] * (len(BOUNDS) + 1)
+        try:
+            counts = self._unflushed[route][status]
+        except KeyError:
+            by_status = self._unflushed.setdefault(route, {})
+            counts = by_status.setdefault(status, [0.0] * (len(BOUNDS) + 1))
         counts[bisect_left(BOUNDS, seconds)] += 1
         counts[-1] += seconds
 
@@ -304,16 +307,19 @@ class PrometheusMetrics(Metrics):
         """Hand the request durations counted since the last flush to prometheus-client
         (in multiprocess mode: write them to this worker's file), and sample the
         gauges."""
-        for key, counts in self._unflushed.items():
-            if any(counts):
-                child = self._children.get(key)
-                if child is None:
-                    route, status = key
-                    child = self._durations.labels(route_label_of(route), str(status))
-                    self._children[key] = child
-                _add_observations(child, counts)
-                counts[:] = [0.0] * len(counts)
+        for route, by_status in self._unflushed.items():
+            for status, counts in by_status.items():
+                if any(counts):
+                    _add_observations(self._child(route, status), counts)
+                    counts[:] = [0.0] * len(counts)
         self._hashes.set(self._pending_hashes())
+
+    def _child(self, route: web.AbstractRoute, status: int) -> Histogram:
+        child = self._children.get((route, status))
+        if child is None:
+            child = self._durations.labels(route_label_of(route), str(status))
+            self._children[route, status] = child
+        return child
 
     async def maintain(self) -> None:
         """With several workers, flush every FLUSH_INTERVAL so that a scrape answered

@@ -10,6 +10,7 @@ import logging
 import uuid
 from typing import Any
 
+import aiohttp
 import pytest
 
 from server import clock, keys
@@ -167,6 +168,7 @@ async def test_search_is_a_case_insensitive_substring(api: Api) -> None:
     assert await names("?q=%25") == ["dan_1"]  # literal: not a LIKE wildcard
     assert await names("?q=_") == ["dan_1"]
     assert await names("?q=nobody") == []
+    assert await names("?q=%00") == []
     assert await names("?q=") == ["root-admin", "Alice", "bob", "carol", "dan_1"]
     first = await page(api, admin, "?q=lice&limit=1")
     assert [u["username"] for u in first["users"]] == ["Alice"]
@@ -523,3 +525,20 @@ async def test_the_document_describes_the_routes(api: Api) -> None:
     schemas = document["components"]["schemas"]
     assert set(schemas["UserRecord"]["properties"]) == USER_KEYS
     assert set(schemas["UserPatchBody"]["properties"]) == {"roles", "disabled"}
+
+
+async def test_disabling_closes_the_users_websockets(make_api: Any) -> None:
+    api = await make_api(tokens={"revocation_poll": 0.1})
+    admin = await make_admin_token(api.app)
+    alice = await api.user("alice")
+    ws = await api.client.ws_connect(
+        "/api/ws", headers={"x-access-token": alice["accessToken"]}
+    )
+    assert (await ws.receive_json())["type"] == "hello"
+    assert (await patch(api, admin, alice["id"], {"disabled": True})).status == 200
+    closed = await asyncio.wait_for(ws.receive(), timeout=5)  # a bound, not a timing
+    assert (closed.type, closed.data, closed.extra) == (
+        aiohttp.WSMsgType.CLOSE,
+        4401,
+        "session revoked",
+    )

@@ -3,8 +3,11 @@ one, revoke all the others; on every backend."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Any
+
+import aiohttp
 
 from server import clock
 from tests.conftest import PASSWORD, Api, expect_error, make_admin_token
@@ -261,3 +264,20 @@ async def test_a_revoked_session_cannot_revoke(api: Api) -> None:
     ):
         await expect_error(response, 401, "Unauthorized!", "token_revoked")
     await expect_live(api, victim)
+
+
+async def test_a_revoked_sessions_websocket_is_closed(make_api: Any) -> None:
+    api = await make_api(tokens={"revocation_poll": 0.1})
+    laptop = await api.user("alice")
+    phone = await sign_in(api, "alice")
+    ws = await api.client.ws_connect(
+        "/api/ws", headers={"x-access-token": laptop["accessToken"]}
+    )
+    assert (await ws.receive_json())["type"] == "hello"
+    assert (await revoke_others(api, phone["accessToken"])).status == 200
+    closed = await asyncio.wait_for(ws.receive(), timeout=5)  # a bound, not a timing
+    assert (closed.type, closed.data, closed.extra) == (
+        aiohttp.WSMsgType.CLOSE,
+        4401,
+        "session revoked",
+    )

@@ -176,13 +176,11 @@ async def test_search_is_a_case_insensitive_substring(api: Api) -> None:
     assert ([u["username"] for u in rest["users"]], rest["next"]) == (["bob"], None)
 
 
-@pytest.mark.parametrize(
-    "limit", ["0", "101", "-1", "abc", "", "5.0", "+5", "%205", "1_0", "%EF%BC%91"]
-)
-async def test_a_bad_limit_is_a_validation_error(api: Api, limit: str) -> None:
+async def test_a_bad_limit_is_a_validation_error(api: Api) -> None:
     admin = await make_admin_token(api.app)
-    response = await listing(api, admin, f"?limit={limit}")
-    await expect_error(response, 400, BAD_LIMIT, "validation_error")
+    for limit in ["0", "101", "-1", "abc", "", "5.0", "+5", "%205", "1_0", "%EF%BC%91"]:
+        response = await listing(api, admin, f"?limit={limit}")
+        await expect_error(response, 400, BAD_LIMIT, "validation_error")
 
 
 async def test_bad_cursors_and_repeats_are_validation_errors(api: Api) -> None:

@@ -22,6 +22,7 @@ from storage import (
     StorageError,
     User,
     UsernameTaken,
+    canonical_email,
     create_storage,
 )
 
@@ -163,7 +164,7 @@ async def _create_user(settings: Settings, args: argparse.Namespace) -> int:
     user = User(
         uuid.uuid4().hex,
         body.username,
-        body.email,
+        canonical_email(body.email),
         password_hash,
         roles,
         clock.epoch(),

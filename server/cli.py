@@ -1,5 +1,6 @@
-"""`python run.py [serve|create-user|purge|rotate-key|delete-user]`, with `--config FILE`
-and `--workers N` before or after the command."""
+"""`python run.py [serve|create-user|purge|rotate-key|delete-user|users|set-roles|disable|
+enable|sessions]`, with `--config FILE` and `--workers N` before or after the command.
+The account commands are in `accounts_cli`."""
 
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ from storage import (
     StorageError,
     User,
     UsernameTaken,
+    canonical_email,
     create_storage,
 )
 
-from . import clock, signing_keys
+from . import accounts_cli, clock, signing_keys
 from .bodies import first_error_message
 from .events import log_event
 from .passwords import PasswordHasher, WeakPassword, check_length
@@ -78,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
         "delete-user", parents=[common], help="delete a user and revoke its sessions"
     )
     delete.add_argument("--username", required=True)
+    accounts_cli.add_commands(commands, common)
     return parser
 
 
@@ -101,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if command == "rotate-key":
             return _rotate_key(settings)
+        if command in accounts_cli.COMMANDS:
+            return asyncio.run(_accounts(command, settings, args))
         runners = {
             "create-user": _create_user,
             "purge": _purge,
@@ -125,6 +130,11 @@ async def _opened_storage(settings: Settings) -> AsyncIterator[Storage]:
         yield storage
     finally:
         await storage.close()
+
+
+async def _accounts(command: str, settings: Settings, args: argparse.Namespace) -> int:
+    async with _opened_storage(settings) as storage:
+        return await accounts_cli.run(command, storage, args)
 
 
 async def _create_user(settings: Settings, args: argparse.Namespace) -> int:
@@ -154,7 +164,7 @@ async def _create_user(settings: Settings, args: argparse.Namespace) -> int:
     user = User(
         uuid.uuid4().hex,
         body.username,
-        body.email,
+        canonical_email(body.email),
         password_hash,
         roles,
         clock.epoch(),

@@ -192,6 +192,11 @@ def user_not_found() -> ApiError:
     return ApiError(404, "User not found.", ErrorCode.NOT_FOUND)
 
 
+def session_not_found() -> ApiError:
+    """The same for an unknown id, another user's session and one no longer live."""
+    return ApiError(404, "Session not found.", ErrorCode.NOT_FOUND)
+
+
 def account_disabled() -> ApiError:
     return ApiError(403, "Account is disabled.", ErrorCode.ACCOUNT_DISABLED)
 

@@ -106,15 +106,16 @@ SIGNIN_EVENTS = {
     "signin_failed": SigninResult.FAILURE,
     "signin_refused": SigninResult.DISABLED,  # (reason "disabled", the only one)
 }
+# The events of the account flows are named after their reason.
 REVOKING_EVENTS: Mapping[str, tuple[str, int]] = {
     "signout": ("signout", 1),
     "refresh_reused": ("reuse", 1),
     "password_changed": ("password_change", 0),
     "user_deleted": ("user_deleted", 0),
     "session_revoked": ("session_revoked", 1),
-    "sessions_revoked": ("others_revoked", 0),
+    "others_revoked": ("others_revoked", 0),
     "user_disabled": ("user_disabled", 0),
-    "roles_changed": ("role_removed", 0),
+    "role_removed": ("role_removed", 0),
 }
 SIGNUP_EVENT = "signup"
 

@@ -57,6 +57,8 @@ def _implied_errors(route: Route) -> dict[str, dict[str, Any]]:
     of the route's API."""
     implied: dict[str, dict[str, Any]] = {}
     shape = route.error_body
+    if route.query is not None:
+        implied["400"] = _error("Invalid query parameter (validation_error)", shape)
     if route.body is not None:
         implied["400"] = _error(
             "Invalid body (validation_error, unknown_role, ...)", shape
@@ -93,13 +95,24 @@ def _operation(route: Route) -> dict[str, Any]:
         }
     if route.role is not None:
         operation["security"] = SECURITY
-    names = PATH_PARAMETER.findall(route.path)
-    if names:
-        operation["parameters"] = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in names
-        ]
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in PATH_PARAMETER.findall(route.path)
+    ]
+    if route.query is not None:
+        parameters.extend(_query_parameters(route.query))
+    if parameters:
+        operation["parameters"] = parameters
     return operation
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """A query model's fields as optional query parameters, their schemas inline."""
+    schema = model.model_json_schema()
+    return [
+        {"name": name, "in": "query", "required": False, "schema": field}
+        for name, field in schema["properties"].items()
+    ]
 
 
 def _apply_password_rules(

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from . import schemas, websocket
 from .errors import Handler
 from .guards import Role
-from .handlers import auth, content, demo, meta, ops, users
+from .handlers import admin, auth, content, demo, meta, ops, sessions, users
 from .middleware import ErrorRenderer, TokenReader, read_access_token, render_error
 
 AUTH_PREFIX = "/api/auth"
@@ -45,6 +45,7 @@ class Route:
     answers: tuple[Answer, ...]
     role: Role | None = None
     body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None  # its query parameters, all optional
     rate_limited: bool = False
     tag: str = "auth"
     group: str = "auth"
@@ -182,11 +183,88 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "GET",
+        "/api/auth/sessions",
+        sessions.list_sessions,
+        "The caller's live sessions (devices), newest first",
+        (Answer(200, "The sessions", schemas.SessionList),),
+        role=Role.USER,
+        tag="sessions",
+    ),
+    Route(
+        "DELETE",
+        "/api/auth/sessions/{session_id}",
+        sessions.revoke_session,
+        "Revoke one of the caller's sessions (the current one too: a sign-out)",
+        (
+            Answer(200, "Revoked", schemas.MessageBody),
+            Answer(
+                404,
+                "Unknown, another user's, or no longer live (Session not found.)",
+                schemas.ErrorBody,
+            ),
+        ),
+        role=Role.USER,
+        tag="sessions",
+    ),
+    Route(
+        "DELETE",
+        "/api/auth/sessions",
+        sessions.revoke_other_sessions,
+        "Revoke every session of the caller but the current one",
+        (Answer(200, "Revoked; how many", schemas.OthersRevoked),),
+        role=Role.USER,
+        tag="sessions",
+    ),
+    Route(
+        "GET",
         "/api/users/me",
         users.me,
         "The signed-in user",
-        (Answer(200, "The user", schemas.Profile),),
+        (Answer(200, "The user", schemas.UserRecord),),
         role=Role.USER,
+        tag="users",
+        group="users",
+    ),
+    Route(
+        "GET",
+        "/api/users",
+        admin.list_users,
+        "Users by creation time, a page at a time, optionally searched (admin)",
+        (
+            Answer(200, "A page of users", schemas.UsersPage),
+            Answer(400, "Bad limit or cursor (validation_error)", schemas.ErrorBody),
+        ),
+        role=Role.ADMIN,
+        query=schemas.UserListQuery,
+        tag="users",
+        group="users",
+    ),
+    Route(
+        "GET",
+        "/api/users/{user_id}",
+        admin.get_user,
+        "One user (admin)",
+        (
+            Answer(200, "The user", schemas.UserRecord),
+            Answer(404, "No such user", schemas.ErrorBody),
+        ),
+        role=Role.ADMIN,
+        tag="users",
+        group="users",
+    ),
+    Route(
+        "PATCH",
+        "/api/users/{user_id}",
+        admin.update_user,
+        "Change a user's roles and/or disabled flag (admin); disabling or taking a"
+        " role away revokes every session of the user",
+        (
+            Answer(200, "The user as it now is", schemas.UserRecord),
+            Answer(404, "No such user", schemas.ErrorBody),
+            Answer(409, "The only enabled admin would be lost", schemas.ErrorBody),
+        ),
+        role=Role.ADMIN,
+        body=schemas.UserPatchBody,
         tag="users",
         group="users",
     ),
@@ -198,6 +276,7 @@ ROUTES: tuple[Route, ...] = (
         (
             Answer(200, "Deleted", schemas.MessageBody),
             Answer(404, "No such user", schemas.ErrorBody),
+            Answer(409, "The only enabled admin would be lost", schemas.ErrorBody),
         ),
         role=Role.ADMIN,
         tag="users",

@@ -12,10 +12,14 @@ from pydantic import (
     ConfigDict,
     Field,
     RootModel,
+    field_validator,
     model_validator,
 )
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,32}$"
+USERS_LIMIT_MAX = 100
+USERS_LIMIT_DEFAULT = 50
+MAX_QUERY_TEXT = 254  # `q`: an email address is at most this long
 MAX_PASSWORD_FIELD = 1024  # far above passwords.max_length: the rule itself says why
 MAX_TOKEN_FIELD = 512
 ROLE_NAMES = ("user", "moderator", "admin")
@@ -85,6 +89,45 @@ class PasswordChangeBody(_Body):
     newPassword: Password
 
 
+class UserPatchBody(_Body):
+    """An admin's change to a user: at least one of the two."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [{"required": ["roles"]}, {"required": ["disabled"]}]
+        }
+    )
+
+    roles: Annotated[list[RoleName], Field(max_length=16)] | None = None
+    disabled: bool | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> UserPatchBody:
+        if self.roles is None and self.disabled is None:
+            raise ValueError("roles or disabled is required")
+        return self
+
+
+class UserListQuery(BaseModel):
+    """`GET /api/users` query parameters (strings on the wire; unknown ones ignored)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    limit: Annotated[int, Field(ge=1, le=USERS_LIMIT_MAX)] = USERS_LIMIT_DEFAULT
+    cursor: Annotated[str, Field(max_length=256)] = ""
+    q: Annotated[str, Field(max_length=MAX_QUERY_TEXT)] = ""
+
+    @field_validator("limit", mode="before")
+    @classmethod
+    def _digits(cls, value: object) -> object:
+        """Plain decimal digits only: not pydantic's lax "+5", " 5", "1_0" or "5.0"."""
+        if isinstance(value, str) and not (
+            value.isascii() and value.isdigit() and len(value) <= 3
+        ):
+            raise ValueError("not a number")
+        return value
+
+
 FIELD_RULES = {
     "username": "username must be 3 to 32 characters: letters, digits, '_', '.' or '-'",
     "email": "email must be a valid email address",
@@ -94,6 +137,8 @@ FIELD_RULES = {
     "currentPassword": "currentPassword must be a string",
     "newPassword": "newPassword must be a string",
     "cookie": "cookie must be true or false",
+    "disabled": "disabled must be true or false",
+    "limit": f"limit must be an integer from 1 to {USERS_LIMIT_MAX}",
 }
 
 
@@ -153,12 +198,44 @@ class RefreshAnswer(RootModel[TokenPair | CookieTokens]):
     """Body mode, or cookie mode when the body has no refresh token."""
 
 
-class Profile(BaseModel):
+class UserRecord(BaseModel):
+    """API.md's `<user>`."""
+
     id: str
     username: str
     email: str
     roles: list[Literal["ROLE_USER", "ROLE_MODERATOR", "ROLE_ADMIN"]]
+    disabled: bool
     createdAt: str
+
+
+class UsersPage(BaseModel):
+    users: list[UserRecord]
+    next: str | None = Field(
+        description="The cursor of the next page (pass it as `cursor`); null on the"
+        " last page"
+    )
+
+
+class SessionRecord(BaseModel):
+    """A live session (one sign-in on one device)."""
+
+    id: str
+    current: bool = Field(description="The session of the access token used")
+    createdAt: str
+    lastUsedAt: str = Field(description="The sign-in or the latest refresh")
+    expiresAt: str = Field(description="When its refresh token stops working")
+    userAgent: str | None
+    ip: str | None
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionRecord]
+
+
+class OthersRevoked(BaseModel):
+    message: str
+    revoked: int
 
 
 class Jwks(BaseModel):

@@ -25,13 +25,14 @@ from storage import (
     RefreshRequest,
     RefreshResult,
     RevokeReason,
+    SessionInfo,
     Storage,
     User,
     UsernameTaken,
     canonical_email,
 )
 
-from . import clock, errors
+from . import clock, errors, paging
 from .caller import Caller
 from .events import log_event
 from .guards import Role
@@ -537,6 +538,118 @@ class AuthService:
         until = _now() + self.settings.tokens.revocation_ttl
         for session_id in session_ids:
             self.revocations.add(session_id, until)
+
+    # accounts: a user's devices, and user administration
+
+    async def sessions(self, claims: AccessClaims) -> list[SessionInfo]:
+        """The caller's live sessions, newest first."""
+        return await self.storage.list_sessions(claims.user_id, _now())
+
+    async def revoke_own_session(
+        self, caller: Caller, claims: AccessClaims, session_id: str
+    ) -> None:
+        """End one of the caller's live sessions (its current one too: a sign-out).
+        Unknown, another user's and no longer live answer alike, so nothing is learned
+        about other users' sessions."""
+        reason = RevokeReason.SESSION_REVOKED
+        if not await self.storage.revoke_user_session(
+            claims.user_id, session_id, reason, _now()
+        ):
+            raise errors.session_not_found()
+        self._sessions_revoked(
+            caller,
+            reason,
+            [session_id],
+            user_id=claims.user_id,
+            session_id=claims.session_id,
+            revoked_session=session_id,
+        )
+
+    async def revoke_other_sessions(self, caller: Caller, claims: AccessClaims) -> int:
+        """End every session of the caller but the current one; how many."""
+        reason = RevokeReason.OTHERS_REVOKED
+        revoked = await self.storage.revoke_other_sessions(
+            claims.user_id, claims.session_id, reason, _now()
+        )
+        self._sessions_revoked(
+            caller,
+            reason,
+            revoked,
+            user_id=claims.user_id,
+            session_id=claims.session_id,
+        )
+        return len(revoked)
+
+    async def list_users(
+        self, *, limit: int, cursor: str | None = None, query: str | None = None
+    ) -> paging.UsersPage:
+        """One page of users by (created_at, id); `cursor` is the previous page's
+        `next`, `query` a substring of the username or email (any case)."""
+        after = paging.decode_cursor(cursor) if cursor else None
+        found = await self.storage.list_users(limit + 1, after, query or None)
+        return paging.page_of(found, limit)
+
+    async def get_user(self, user_id: str) -> User:
+        user = await self.storage.get_user(user_id)
+        if user is None:
+            raise errors.user_not_found()
+        return user
+
+    async def update_user(
+        self,
+        caller: Caller,
+        actor: AccessClaims,
+        user_id: str,
+        *,
+        roles: list[str] | None = None,
+        disabled: bool | None = None,
+    ) -> User:
+        """Set a user's roles (every user keeps `user`) and/or disabled flag. Disabling
+        or taking a role away revokes every session of the user in the same storage
+        call (their access tokens carry the old roles); a role given revokes nothing."""
+        if roles is None and disabled is None:
+            raise errors.validation_error("roles or disabled is required")
+        wanted = requested_roles(roles) if roles is not None else None
+        try:
+            update = await self.storage.update_user(
+                user_id, roles=wanted, disabled=disabled, now=_now()
+            )
+        except LastAdmin:
+            raise errors.last_admin() from None
+        if update is None:
+            raise errors.user_not_found()
+        user = update.user
+        self._event(
+            "user_updated",
+            caller,
+            user_id=user_id,
+            by=actor.user_id,
+            roles=list(user.roles),
+            disabled=user.disabled,
+        )
+        if update.revoked:
+            reason = (
+                RevokeReason.USER_DISABLED
+                if user.disabled
+                else RevokeReason.ROLE_REMOVED
+            )
+            self._sessions_revoked(
+                caller, reason, update.revoked, user_id=user_id, by=actor.user_id
+            )
+        return user
+
+    def _sessions_revoked(
+        self,
+        caller: Caller,
+        reason: RevokeReason,
+        session_ids: list[str],
+        **fields: object,
+    ) -> None:
+        """The one place where the revocations above are accounted for: this process
+        refuses their access tokens at once (others learn them from storage) and the
+        security event is logged under the reason's name."""
+        self.remember_revoked(session_ids)
+        self._event(reason.value, caller, revoked_sessions=len(session_ids), **fields)
 
     # passwords
 

@@ -315,7 +315,15 @@ async def test_a_revoked_session_and_a_deleted_user(make_client: MakeClient) -> 
         401,
         fail("User session has expired", "token_revoked"),
     )
-    login = await client.login("jo@example.com")
+
+
+@pytest.mark.parametrize("backend", ["memory"])
+async def test_a_user_deleted_by_another_instance(make_client: MakeClient) -> None:
+    """Deleted straight in storage, as another instance would, and asked before this
+    process has heard of it (with PostgreSQL's push it may hear at once, and then it is
+    the revoked session above)."""
+    client = await make_client(WPCODEVO_FIRST)
+    login = await client.wp_user("jo@example.com")
     user_id = (
         await client.call("GET", "/api/users/me", cookies=session_cookies(login))
     ).body["data"]["user"]["id"]

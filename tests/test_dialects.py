@@ -158,10 +158,11 @@ async def test_openapi_describes_the_dialects(memory_client: MakeClient) -> None
     assert register["required"] == ["name", "email", "password", "passwordConfirm"]
     me = paths["/api/users/me"]["get"]  # the core's: bezkoder is listed first
     assert me["responses"]["200"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/Profile"
+        "$ref": "#/components/schemas/UserRecord"
     }
-    users = paths["/api/users"]["get"]
-    assert users["security"] and set(users["responses"]) == {"200", "401", "403"}
+    users = paths["/api/users"]["get"]  # the core's admin list, for the same reason
+    assert users["security"] and set(users["responses"]) == {"200", "400", "401", "403"}
+    assert [p["name"] for p in users["parameters"]] == ["limit", "cursor", "q"]
 
 
 async def test_embedded_with_prefixes(tmp_path: Path) -> None:

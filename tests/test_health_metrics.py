@@ -19,7 +19,7 @@ from server import EMBEDDED_GROUPS, Auth, clock, keys
 from server.metrics import DURATION_BUCKETS, PrometheusMetrics
 from server.purge import purge_once
 from storage import StorageUnavailable
-from tests.conftest import Api, MakeApi, expect_error, make_settings
+from tests.conftest import Api, MakeApi, expect_error, make_admin_token, make_settings
 from tests.metrics_kit import Scrape
 
 NEW_PASSWORD = "a brand new passphrase 42"
@@ -397,3 +397,47 @@ async def test_a_host_app_opts_into_health_and_metrics(
     assert (response.status, await response.json()) == (200, {"status": "ok"})
     response = await ops.get("/metrics")
     assert response.status == 200 and "auth_signins_total" in await response.text()
+
+
+async def test_account_flows_count_their_revocations(make_api: MakeApi) -> None:
+    """A session revoked by its user, the others revoked, a role taken away, a user
+    disabled (whose right password then counts as `disabled`) and a user deleted."""
+    api = await make_api()
+    admin = {"x-access-token": await make_admin_token(api.app)}
+    erin = [await api.user("erin")] + [
+        await (await api.signin("erin")).json() for _ in range(3)
+    ]
+    own = {"x-access-token": erin[0]["accessToken"]}
+    listed = await (await api.client.get("/api/auth/sessions", headers=own)).json()
+    other = next(s["id"] for s in listed["sessions"] if not s["current"])
+    response = await api.client.delete(f"/api/auth/sessions/{other}", headers=own)
+    assert response.status == 200
+    response = await api.client.delete("/api/auth/sessions", headers=own)
+    assert (await response.json())["revoked"] == 2
+
+    frank = await api.user("frank", roles=["moderator"])
+    await api.signin("frank")
+    patch = {"roles": ["user"]}
+    response = await api.client.patch(
+        f"/api/users/{frank['id']}", json=patch, headers=admin
+    )
+    assert response.status == 200  # both of frank's sessions
+    response = await api.client.patch(
+        f"/api/users/{erin[0]['id']}", json={"disabled": True}, headers=admin
+    )
+    assert response.status == 200  # erin's last session
+    await expect_error(await api.signin("erin"), 403, None, "account_disabled")
+    gina = await api.user("gina")
+    response = await api.client.delete(f"/api/users/{gina['id']}", headers=admin)
+    assert response.status == 200
+
+    metrics = await scrape(api)
+    revoked = metrics.values("auth_sessions_revoked_total", "reason")
+    assert {k: v for k, v in revoked.items() if v} == {
+        "session_revoked": 1,
+        "others_revoked": 2,
+        "role_removed": 2,
+        "user_disabled": 1,
+        "user_deleted": 1,
+    }
+    assert metrics.value("auth_signins_total", result="disabled") == 1

@@ -126,7 +126,7 @@ async def test_me(api: Api) -> None:
         - time.timezone
     )
     assert before - 1 <= created <= time.time() + 1
-    assert set(body) == {"id", "username", "email", "roles", "createdAt"}
+    assert set(body) == {"id", "username", "email", "roles", "disabled", "createdAt"}
 
 
 async def test_deleted_users_refresh_token_is_revoked(api: Api) -> None:

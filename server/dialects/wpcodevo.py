@@ -16,14 +16,12 @@ from typing import Any, Literal
 from aiohttp import hdrs, web
 from pydantic import BaseModel
 
-from storage import User
-
 from .. import keys
 from ..bodies import read_object
 from ..caller import Caller
 from ..errors import ApiError, ErrorCode, csrf_failed
 from ..guards import Role, current_claims
-from ..handlers.common import iso_utc, role_names
+from ..handlers.common import user_record
 from ..middleware import BEARER, ConflictingTokens, RouteMark, authorize
 from ..routes import Answer, Route, RouteSet
 from ..settings import Settings
@@ -131,18 +129,6 @@ def _refuse_cross_site(request: web.Request) -> None:
 
 
 # answering
-
-
-def user_record(user: User) -> dict[str, Any]:
-    """API.md's `<user>`: never a password hash."""
-    return {
-        "id": user.id,
-        "username": user.username,
-        "email": user.email,
-        "roles": role_names(user),
-        "disabled": user.disabled,
-        "createdAt": iso_utc(user.created_at),
-    }
 
 
 def _set_cookie(

@@ -21,9 +21,27 @@ def role_names(user: User) -> list[str]:
     return [role.response_name for role in Role if role.value in user.roles]
 
 
+# 9999-12-31T23:59:59Z: a time stored beyond it (a session made to never expire) is
+# answered as this, not as a 500.
+MAX_ISO_EPOCH = 253402300799
+
+
 def iso_utc(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    moment = datetime.fromtimestamp(min(epoch, MAX_ISO_EPOCH), UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def json_ok(body: dict, status: int = 200) -> web.Response:
     return web.json_response(body, status=status)
+
+
+def user_record(user: User) -> dict[str, object]:
+    """API.md's `<user>`, the one shape of a user in every answer: never a hash."""
+    return {
+        "id": user.id,
+        "username": user.username,
+        "email": user.email,
+        "roles": role_names(user),
+        "disabled": user.disabled,
+        "createdAt": iso_utc(user.created_at),
+    }

@@ -7,20 +7,12 @@ from aiohttp import web
 from .. import keys
 from ..caller import Caller
 from ..guards import current_claims
-from .common import iso_utc, json_ok, role_names
+from .common import json_ok, user_record
 
 
 async def me(request: web.Request) -> web.Response:
     user = await request.app[keys.AUTH].service.current_user(current_claims(request))
-    return json_ok(
-        {
-            "id": user.id,
-            "username": user.username,
-            "email": user.email,
-            "roles": role_names(user),
-            "createdAt": iso_utc(user.created_at),
-        }
-    )
+    return json_ok(user_record(user))
 
 
 async def delete_user(request: web.Request) -> web.Response:

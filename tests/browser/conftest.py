@@ -2,11 +2,9 @@
 (apt; never a downloaded browser) driven by Selenium. Without them the tests skip and
 say how to install them.
 
-`demo_target` is the server under test. For now it is the stand-in of
-`tests/browser/fake_server.py`; once the real server serves the page and cookie mode,
-this fixture builds the real app instead (run in a thread with `serve_in_thread`, the
-`record_requests` middleware outermost, `cookies.secure = false`), and the tests run
-unchanged."""
+`demo_target` is the real server under test: the standalone app, run in a thread of
+this process (so tests move its clock), with the `record_requests` middleware outermost
+and `cookies.secure = false` (plain http)."""
 
 from __future__ import annotations
 
@@ -21,8 +19,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from server import clock
-from tests.browser.fake_server import COOKIE_NAME, FakeSettings, fake_app
+from server import clock, create_app
 from tests.browser.harness import (
     DemoPage,
     DemoTarget,
@@ -30,6 +27,7 @@ from tests.browser.harness import (
     record_requests,
     serve_in_thread,
 )
+from tests.conftest import make_settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -77,14 +75,20 @@ def browser() -> Iterator[WebDriver]:
 
 
 @pytest.fixture(scope="session")
-def demo_target(browser: WebDriver) -> Iterator[DemoTarget]:
-    """The server under test (the stand-in for now), with a short access TTL that
-    `expire_access_tokens` jumps past on the shared server clock."""
-    target = DemoTarget("", lambda: clock.advance(ACCESS_TTL + 1))
-    app = fake_app(
-        FakeSettings(access_ttl=ACCESS_TTL, refresh_delay=0.2),
-        record_requests(target.seen, COOKIE_NAME),
+def demo_target(
+    browser: WebDriver, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DemoTarget]:
+    """The real server, with a short access TTL that `expire_access_tokens` jumps past
+    (the exp leeway included) on the server clock, which this process shares."""
+    settings = make_settings(
+        tmp_path_factory.mktemp("demo"),
+        tokens={"access_ttl": ACCESS_TTL},
+        cookies={"secure": False},
     )
+    leeway = settings.tokens.expiry_leeway
+    target = DemoTarget("", lambda: clock.advance(ACCESS_TTL + leeway + 1))
+    app = create_app(settings)
+    app.middlewares.insert(0, record_requests(target.seen, settings.cookies.name))
     with serve_in_thread(app) as url:
         target.url = url
         yield target

@@ -41,8 +41,8 @@ class Seen:
 @dataclass
 class DemoTarget:
     """A server serving the demo page at `url` + "/", as the tests need it: a way to make
-    every access token it issued expire, and the requests it saw. The stand-in provides
-    one now; the real app run in this process by `serve_in_thread` provides the same."""
+    every access token it issued expire, and the requests it saw (the real app, run in
+    this process by `serve_in_thread`)."""
 
     url: str
     expire_access_tokens: Callable[[], None]

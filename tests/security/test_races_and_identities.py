@@ -64,7 +64,9 @@ async def test_a_signin_with_the_old_password_does_not_survive_a_change(
     await expect_error(
         raced, 401, "Invalid username or password.", "invalid_credentials"
     )
-    sessions = await api.app[keys.AUTH].storage.list_sessions(first["id"], clock.epoch())
+    sessions = await api.app[keys.AUTH].storage.list_sessions(
+        first["id"], clock.epoch()
+    )
     assert [s.id for s in sessions] == [_sid(api, first["accessToken"])]
     assert (await api.signin("alice", NEW_PASSWORD)).status == 200
 
@@ -83,7 +85,9 @@ async def test_a_signin_racing_a_deletion_gets_no_tokens(api: Api) -> None:
     await expect_error(
         raced, 401, "Invalid username or password.", "invalid_credentials"
     )
-    assert await api.app[keys.AUTH].storage.list_sessions(alice["id"], clock.epoch()) == []
+    assert (
+        await api.app[keys.AUTH].storage.list_sessions(alice["id"], clock.epoch()) == []
+    )
 
 
 def _sid(api: Api, token: str) -> str:

@@ -160,3 +160,46 @@ async def test_new_access_token_carries_current_roles(api: Api) -> None:
     body = await refreshed(api, signed_in["refreshToken"])
     claims = jwt.decode(body["accessToken"], options={"verify_signature": False})
     assert claims["roles"] == ["user", "moderator"]
+
+
+@pytest.mark.parametrize(
+    ("interval", "after", "answer"),
+    [
+        (0, 0.0, REUSED),  # 0 = no grace, not even in the same second
+        (1, 0.9, "replayed"),
+        (1, 1.1, REUSED),
+        (10, 9.9, "replayed"),
+        (10, 10.1, REUSED),
+    ],
+)
+async def test_the_reuse_interval_is_exact(
+    make_api: MakeApi, interval: int, after: float, answer: str
+) -> None:
+    """Strict rotation: a retired token returns its successor within the interval of its
+    retirement (on the server clock, to the millisecond), and is reuse after it."""
+    api = await make_api(tokens={"reuse_interval": interval, "strict_rotation": True})
+    token = (await api.user())["refreshToken"]
+    clock.advance(0.5 - clock.now() % 1)  # mid-second: whole seconds would blur it
+    successor = (await refreshed(api, token))["refreshToken"]
+    clock.advance(after)
+    response = await api.refresh(token)
+    if answer == "replayed":
+        assert (await response.json())["refreshToken"] == successor
+    else:
+        await expect_error(response, 403, None, REUSED)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # two apps on one database
+async def test_switching_rotation_off_does_not_revive_retired_tokens(
+    make_api: MakeApi,
+) -> None:
+    """A token retired while rotation was on stays retired: presenting it once the
+    server runs with rotation off is reuse, and the session is revoked. (Every backend's
+    side of this is in the storage contract tests.)"""
+    api = await make_api(tokens={"reuse_interval": 0, "strict_rotation": True})
+    token = (await api.user())["refreshToken"]
+    successor = (await refreshed(api, token))["refreshToken"]
+    await refreshed(api, successor)
+    later = await make_api(tokens={"rotate_refresh": False})  # the same database
+    await expect_error(await later.refresh(token), 403, None, REUSED)
+    await expect_error(await later.refresh(successor), 403, None, REUSED)

@@ -183,10 +183,13 @@ class Auth:
             path = _moved(route.path, prefixes)
             if (route.method, path) in taken:
                 continue
-            mounted = app.router.add_route(route.method, path, route.handler)
-            self._marks[mounted] = RouteMark(
+            mark = RouteMark(
                 route.role, route_set.render, route.read_token or route_set.read_token
             )
+            # A GET answers HEAD too (load balancers probe the health route that way).
+            methods = ("GET", "HEAD") if route.method == "GET" else (route.method,)
+            for method in methods:
+                self._marks[app.router.add_route(method, path, route.handler)] = mark
             self.routes.append(replace(route, path=path))
 
     # guarding a host's handlers

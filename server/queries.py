@@ -16,14 +16,15 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 def read_query(request: web.Request, model: type[ModelT]) -> ModelT:
     """The model's parameters from the query string. A parameter given twice is refused
-    rather than guessed at (a proxy in front may have read the other copy); parameters
-    the model does not name are ignored."""
+    rather than guessed at (a proxy in front may have read the other copy); an empty one
+    (`?limit=&cursor=`) is as if not given; parameters the model does not name are
+    ignored."""
     values: dict[str, str] = {}
     for name in model.model_fields:
         given = request.query.getall(name, [])
         if len(given) > 1:
             raise validation_error(f"{name} must be given once")
-        if given:
+        if given and given[0] != "":
             values[name] = given[0]
     try:
         return model.model_validate(values)

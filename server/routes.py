@@ -192,7 +192,7 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "DELETE",
-        "/api/auth/sessions/{session_id}",
+        "/api/auth/sessions/{id}",
         sessions.revoke_session,
         "Revoke one of the caller's sessions (the current one too: a sign-out)",
         (
@@ -241,7 +241,7 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "GET",
-        "/api/users/{user_id}",
+        "/api/users/{id}",
         admin.get_user,
         "One user (admin)",
         (
@@ -254,7 +254,7 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "PATCH",
-        "/api/users/{user_id}",
+        "/api/users/{id}",
         admin.update_user,
         "Change a user's roles and/or disabled flag (admin); disabling or taking a"
         " role away revokes every session of the user",
@@ -270,7 +270,7 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "DELETE",
-        "/api/users/{user_id}",
+        "/api/users/{id}",
         users.delete_user,
         "Delete a user and revoke its sessions (admin)",
         (

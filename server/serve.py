@@ -112,6 +112,6 @@ class MalformedRequestFilter(logging.Filter):
 def configure_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.server.log_level.upper(),
-        format="%(asctime)s %(name)s %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())

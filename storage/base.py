@@ -175,8 +175,8 @@ class Storage(ABC):
     async def revoke_other_sessions(
         self, user_id: str, keep_session_id: str | None, reason: RevokeReason, now: int
     ) -> list[str]:
-        """Revoke every unrevoked session of the user but `keep_session_id`; their
-        ids."""
+        """Revoke every live session (not revoked, not expired: those the user sees
+        listed) of the user but `keep_session_id`; their ids."""
 
     # revocations
 

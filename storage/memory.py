@@ -288,7 +288,12 @@ class MemoryStorage(Storage):
         self, user_id: str, keep_session_id: str | None, reason: RevokeReason, now: int
     ) -> list[str]:
         self._wrote()
-        return self._revoke_user(user_id, keep_session_id, reason, now)
+        others = [
+            s
+            for s in self._sessions.values()
+            if s.user_id == user_id and s.id != keep_session_id and s.live(now)
+        ]
+        return self._revoke(others, reason, now)
 
     # revocations
 

@@ -79,6 +79,9 @@ _REVOKE_SESSION = _revoke_sql("id = $3")
 _REVOKE_LIVE_SESSION_OF = _revoke_sql("id = $3 AND user_id = $4 AND expires_at > $5")
 _REVOKE_USER = _revoke_sql("user_id = $3")
 _REVOKE_USER_BUT = _revoke_sql("user_id = $3 AND id <> $4")
+_REVOKE_LIVE_OTHERS = _revoke_sql(
+    "user_id = $3 AND id IS DISTINCT FROM $4 AND expires_at > $5"
+)
 _RECORD_REVOCATION = "INSERT INTO revocations (session_id, keep_until) VALUES ($1, $2)"
 
 
@@ -461,8 +464,10 @@ def revoke_user_sessions(
 def revoke_other_sessions(
     c: Ctx, user_id: str, keep_session_id: str | None, reason: RevokeReason, now: int
 ) -> Plan[list[str]]:
+    """The user's other devices: the live sessions, those the user can see listed."""
     yield BEGIN
-    return (yield from revoke_user_sessions(c, user_id, keep_session_id, reason, now))
+    args = (user_id, keep_session_id, now)
+    return (yield from revoke(c, _REVOKE_LIVE_OTHERS, args, reason, now))
 
 
 # revocations

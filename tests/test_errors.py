@@ -154,3 +154,10 @@ async def test_over_long_fields_say_so(api: Api) -> None:
     await expect_error(
         response, 400, "refreshToken must be at most 512 characters", "validation_error"
     )
+
+
+async def test_get_routes_answer_head(api: Api) -> None:
+    response = await api.client.head("/api/health")
+    assert (response.status, await response.read()) == (200, b"")
+    response = await api.client.head("/api/test/user")
+    assert response.status == 403  # the same checks as GET

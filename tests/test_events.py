@@ -115,7 +115,7 @@ async def test_every_line_carries_the_standard_fields(
     )
     assert signin["session_id"] == token_session(body["accessToken"])
     assert (failed["user_id"], failed["session_id"]) == (created["id"], None)
-    assert deleted_line["route"] == "/api/users/{user_id}"
+    assert deleted_line["route"] == "/api/users/{id}"
     assert deleted_line["user_id"] == created["id"]
 
 

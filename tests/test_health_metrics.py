@@ -286,12 +286,12 @@ async def test_the_histogram_has_cumulative_buckets_sum_and_count() -> None:
     async def handler(request: web.Request) -> web.Response:
         return web.Response()
 
-    route = web.Application().router.add_get("/api/users/{user_id}", handler)
+    route = web.Application().router.add_get("/api/users/{id}", handler)
     ours, reference = PrometheusMetrics(), PrometheusMetrics()
     durations = [0.0002, 0.0005, 0.0007, 0.003, 0.2, 4.0, 12.0]
     for seconds in durations:
         ours.request(route, 200, seconds)
-    child = reference._durations.labels("/api/users/{user_id}", "200")
+    child = reference._durations.labels("/api/users/{id}", "200")
     for seconds in durations:
         child.observe(seconds)
     rendered, expected = [
@@ -299,7 +299,7 @@ async def test_the_histogram_has_cumulative_buckets_sum_and_count() -> None:
     ]
     name = "auth_http_request_duration_seconds"
     assert rendered.samples == expected.samples
-    labels = {"route": "/api/users/{user_id}", "status": "200"}
+    labels = {"route": "/api/users/{id}", "status": "200"}
     assert rendered.value(f"{name}_count", **labels) == 7
     assert rendered.value(f"{name}_bucket", le="0.0005", **labels) == 2
     assert rendered.value(f"{name}_bucket", le="10.0", **labels) == 6

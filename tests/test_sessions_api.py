@@ -281,3 +281,22 @@ async def test_a_revoked_sessions_websocket_is_closed(make_api: Any) -> None:
         4401,
         "session revoked",
     )
+
+
+async def test_sessions_started_in_one_second_are_listed_newest_first(
+    api: Api,
+) -> None:
+    await api.signup("quick")
+    clock.advance(0.5 - clock.now() % 1)  # all four sign-ins within this second
+    started = [await sign_in(api, "quick", agent=f"device-{n}") for n in range(4)]
+    listed = await api.client.get(
+        "/api/auth/sessions", headers={"x-access-token": started[-1]["accessToken"]}
+    )
+    sessions = (await listed.json())["sessions"]
+    assert [s["userAgent"] for s in sessions] == [
+        "device-3",
+        "device-2",
+        "device-1",
+        "device-0",
+    ]
+    assert [s["current"] for s in sessions] == [True, False, False, False]

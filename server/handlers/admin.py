@@ -23,7 +23,7 @@ async def list_users(request: web.Request) -> web.Response:
 
 
 async def get_user(request: web.Request) -> web.Response:
-    user = await request.app[keys.AUTH].service.get_user(request.match_info["user_id"])
+    user = await request.app[keys.AUTH].service.get_user(request.match_info["id"])
     return json_ok(user_record(user))
 
 
@@ -32,7 +32,7 @@ async def update_user(request: web.Request) -> web.Response:
     user = await request.app[keys.AUTH].service.update_user(
         Caller.of(request),
         current_claims(request),
-        request.match_info["user_id"],
+        request.match_info["id"],
         roles=body.roles,
         disabled=body.disabled,
     )

@@ -20,7 +20,7 @@ async def list_sessions(request: web.Request) -> web.Response:
 
 async def revoke_session(request: web.Request) -> web.Response:
     await request.app[keys.AUTH].service.revoke_own_session(
-        Caller.of(request), current_claims(request), request.match_info["session_id"]
+        Caller.of(request), current_claims(request), request.match_info["id"]
     )
     return json_ok({"message": "Session revoked."})
 

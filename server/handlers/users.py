@@ -18,6 +18,6 @@ async def me(request: web.Request) -> web.Response:
 async def delete_user(request: web.Request) -> web.Response:
     """Admins only (route table). Revokes every session of the user at once."""
     await request.app[keys.AUTH].service.delete_user(
-        Caller.of(request), current_claims(request), request.match_info["user_id"]
+        Caller.of(request), current_claims(request), request.match_info["id"]
     )
     return json_ok({"message": "User was deleted."})

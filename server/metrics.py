@@ -246,8 +246,9 @@ class PrometheusMetrics(Metrics):
         self._durations = _histogram(self.registry)
         # route -> status -> per-bucket counts, then the sum of seconds, not flushed yet
         # (two lookups: no key tuple to build on every request)
-        self._unflushed: dict[web.AbstractRoute, dict[int, list[float]]] = {}
-        self._children: dict[tuple[web.AbstractRoute, int], Histogram] = {}
+        # Keyed by route object (None: every unmatched request), for speed.
+        self._unflushed: dict[web.AbstractRoute | None, dict[int, list[float]]] = {}
+        self._children: dict[tuple[web.AbstractRoute | None, int], Histogram] = {}
 
     # counters and gauges: written at once
 
@@ -296,6 +297,8 @@ class PrometheusMetrics(Metrics):
     # request durations: counted in process, flushed
 
     def request(self, route: web.AbstractRoute, status: int, seconds: float) -> None:
+        if route.resource is None:  # aiohttp makes a new route for each 404 and 405:
+            route = None  # type: ignore[assignment]  # one key for all, not one each
         try:
             counts = self._unflushed[route][status]
         except KeyError:
@@ -315,7 +318,7 @@ class PrometheusMetrics(Metrics):
                     counts[:] = [0.0] * len(counts)
         self._hashes.set(self._pending_hashes())
 
-    def _child(self, route: web.AbstractRoute, status: int) -> Histogram:
+    def _child(self, route: web.AbstractRoute | None, status: int) -> Histogram:
         child = self._children.get((route, status))
         if child is None:
             child = self._durations.labels(route_label_of(route), str(status))

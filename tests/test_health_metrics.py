@@ -441,3 +441,17 @@ async def test_account_flows_count_their_revocations(make_api: MakeApi) -> None:
         "user_deleted": 1,
     }
     assert metrics.value("auth_signins_total", result="disabled") == 1
+
+
+@pytest.mark.parametrize("backend", ["memory"])
+async def test_unmatched_paths_grow_nothing(api: Api) -> None:
+    """aiohttp makes a new route object for every 404 and 405: they share one entry, so
+    a client probing random paths cannot grow the server's memory."""
+    metrics = api.app[keys.AUTH].metrics
+    for n in range(300):
+        await api.get(f"/no/such/path/{n}")
+        await api.client.post("/api/test/all")  # 405
+    assert len(metrics._unflushed) == 1  # the unmatched key; nothing else was requested
+    counted = await scrape(api)
+    label = {"route": "unmatched", "status": "404"}
+    assert counted.value("auth_http_request_duration_seconds_count", **label) == 300

@@ -9,7 +9,6 @@ access tokens within `tokens.revocation_poll` (their refresh tokens at once). Ex
 from __future__ import annotations
 
 import argparse
-import datetime
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,9 +17,9 @@ from storage import LastAdmin, RevokeReason, SessionInfo, Storage, User, UserUpd
 
 from . import clock
 from .events import log_event
+from .roles import ROLE_NAMES
 from .service import requested_roles
 
-ROLES = ("user", "moderator", "admin")
 MAX_CELL = 80  # a long User-Agent is cut in the table
 LAST_ADMIN = "The last admin cannot be removed"
 
@@ -49,7 +48,7 @@ def add_commands(
         help="set a user's roles (taking one away ends its sessions)",
     )
     roles.add_argument("user", metavar="USER", help="username, email or id")
-    roles.add_argument("roles", metavar="ROLE", nargs="+", choices=ROLES)
+    roles.add_argument("roles", metavar="ROLE", nargs="+", choices=ROLE_NAMES)
     for name, what in (
         ("disable", "refuse a user's sign-ins and end its sessions"),
         ("enable", "let a disabled user sign in again"),
@@ -110,7 +109,7 @@ async def list_users(storage: Storage, args: argparse.Namespace) -> None:
             u.email,
             ",".join(u.roles),
             "yes" if u.disabled else "no",
-            _iso(u.created_at),
+            clock.iso_utc(u.created_at),
         ]
         for u in users
     ]
@@ -252,9 +251,9 @@ def _log(event: str, user: User, **fields: object) -> None:
 def _session_row(session: SessionInfo) -> list[str]:
     return [
         session.id,
-        _iso(session.created_at),
-        _iso(session.last_used_at),
-        _iso(session.expires_at),
+        clock.iso_utc(session.created_at),
+        clock.iso_utc(session.last_used_at),
+        clock.iso_utc(session.expires_at),
         session.ip or "-",
         session.user_agent or "-",
     ]
@@ -282,9 +281,3 @@ def _cell(text: str) -> str:
         ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text
     )
     return safe if len(safe) <= MAX_CELL else safe[: MAX_CELL - 1] + "…"
-
-
-def _iso(epoch: int) -> str:
-    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    )

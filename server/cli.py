@@ -8,7 +8,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import datetime
 import logging
 import sys
 import uuid
@@ -31,11 +30,11 @@ from .bodies import first_error_message
 from .events import log_event
 from .passwords import PasswordHasher, WeakPassword, check_length
 from .purge import purge_once
+from .roles import ROLE_NAMES
 from .schemas import SignupBody
 from .serve import configure_logging, serve
 from .settings import Settings, SettingsError, load_settings
 
-ROLES = ("user", "moderator", "admin")
 # Between purge batches: running servers' writers poll for the SQLite lock and need a gap.
 CLI_PURGE_PAUSE = 0.02
 
@@ -60,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--role",
         action="append",
-        choices=ROLES,
+        choices=ROLE_NAMES,
         default=[],
         help="a role beyond user (repeatable)",
     )
@@ -160,7 +159,7 @@ async def _create_user(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     finally:
         hasher.close()
-    roles = tuple(r for r in ROLES if r == "user" or r in args.role)
+    roles = tuple(r for r in ROLE_NAMES if r == "user" or r in args.role)
     user = User(
         uuid.uuid4().hex,
         body.username,
@@ -178,6 +177,7 @@ async def _create_user(settings: Settings, args: argparse.Namespace) -> int:
     except EmailTaken:
         print("error: Failed! Email is already in use!", file=sys.stderr)
         return 1
+    log_event("signup", user_id=user.id, roles=list(roles), by="cli")
     print(f"Created user {user.username} ({user.id}) with roles {', '.join(roles)}.")
     return 0
 
@@ -198,6 +198,13 @@ async def _delete_user(settings: Settings, args: argparse.Namespace) -> int:
     if revoked is None:
         print(f"error: no user named {args.username}", file=sys.stderr)
         return 1
+    log_event(
+        "user_deleted",
+        level=logging.WARNING,
+        user_id=user.id if user else None,
+        by="cli",
+        revoked_sessions=len(revoked),
+    )
     print(f"Deleted user {args.username}; revoked {len(revoked)} sessions.")
     return 0
 
@@ -218,13 +225,7 @@ def _rotate_key(settings: Settings) -> int:
     else:
         print(
             f"Signing key {key.kid} is published: running servers verify it now and "
-            f"sign with it from {_iso(starts)} (in {starts - now} s); "
+            f"sign with it from {clock.iso_utc(starts)} (in {starts - now} s); "
             f"{len(ring.verifying)} keys verify tokens."
         )
     return 0
-
-
-def _iso(epoch: int) -> str:
-    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    )

@@ -16,13 +16,14 @@ from pydantic import (
     model_validator,
 )
 
+from .roles import ROLE_NAMES
+
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,32}$"
 USERS_LIMIT_MAX = 100
 USERS_LIMIT_DEFAULT = 50
 MAX_QUERY_TEXT = 254  # `q`: an email address is at most this long
 MAX_PASSWORD_FIELD = 1024  # far above passwords.max_length: the rule itself says why
 MAX_TOKEN_FIELD = 512
-ROLE_NAMES = ("user", "moderator", "admin")
 
 
 def _valid_email(value: str) -> str:

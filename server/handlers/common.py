@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from aiohttp import web
 
 from storage import User
 
 from .. import clock
+from ..clock import iso_utc
 from ..guards import Role
 
 
@@ -19,16 +18,6 @@ def now() -> int:
 def role_names(user: User) -> list[str]:
     """Roles as the seeds answer them: ["ROLE_USER", ...], in a fixed order."""
     return [role.response_name for role in Role if role.value in user.roles]
-
-
-# 9999-12-31T23:59:59Z: a time stored beyond it (a session made to never expire) is
-# answered as this, not as a 500.
-MAX_ISO_EPOCH = 253402300799
-
-
-def iso_utc(epoch: int) -> str:
-    moment = datetime.fromtimestamp(min(epoch, MAX_ISO_EPOCH), UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def json_ok(body: dict, status: int = 200) -> web.Response:

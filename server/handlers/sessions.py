@@ -8,8 +8,9 @@ from storage import SessionInfo
 
 from .. import keys
 from ..caller import Caller
+from ..clock import iso_utc
 from ..guards import current_claims
-from .common import iso_utc, json_ok
+from .common import json_ok
 
 
 async def list_sessions(request: web.Request) -> web.Response:

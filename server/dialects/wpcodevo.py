@@ -24,6 +24,7 @@ from ..guards import Role, current_claims
 from ..handlers.common import user_record
 from ..middleware import BEARER, ConflictingTokens, RouteMark, authorize
 from ..routes import Answer, Route, RouteSet
+from ..schemas import UserRecord
 from ..settings import Settings
 from . import GROUP
 from .common import Terms, Worded, restate
@@ -308,19 +309,8 @@ class WpcodevoToken(BaseModel):
     access_token: str
 
 
-class WpcodevoUser(BaseModel):
-    """API.md's `<user>`."""
-
-    id: str
-    username: str
-    email: str
-    roles: list[Literal["ROLE_USER", "ROLE_MODERATOR", "ROLE_ADMIN"]]
-    disabled: bool
-    createdAt: str
-
-
 class WpcodevoUserData(BaseModel):
-    user: WpcodevoUser
+    user: UserRecord
 
 
 class WpcodevoUserAnswer(BaseModel):
@@ -329,7 +319,7 @@ class WpcodevoUserAnswer(BaseModel):
 
 
 class WpcodevoUsersData(BaseModel):
-    users: list[WpcodevoUser]
+    users: list[UserRecord]
 
 
 class WpcodevoUsersAnswer(BaseModel):

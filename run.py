@@ -1,5 +1,5 @@
-"""Command line: serve | create-user | purge | rotate-key. Arguments only; the work is
-done in server/cli.py."""
+"""Command line: `python run.py [command]`; `--help` lists the commands. Arguments only:
+the work is done in server/cli.py."""
 
 from server.cli import main
 

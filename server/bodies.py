@@ -1,5 +1,5 @@
-"""Reading JSON request bodies defensively: media type, charset, UTF-8, size (by aiohttp's
-client_max_size), nesting (before parsing), duplicate keys, NaN, then the model. Every
+"""Reading JSON request bodies defensively: media type, charset, UTF-8, size
+(`server.max_body_bytes`), nesting (before parsing), duplicate keys, NaN, then the model. Every
 failure is a 4xx."""
 
 from __future__ import annotations
@@ -58,11 +58,17 @@ async def read_object(request: web.Request) -> dict[str, Any]:
 
 async def _read_limited(request: web.Request, limit: int) -> bytes:
     """The body, at most `limit` bytes (413 beyond), whatever the host app's own
-    client_max_size: embedded, the auth routes keep the server's limit."""
+    client_max_size: embedded, the auth routes keep the server's limit, larger or
+    smaller than the host's, so the stream is read here rather than by `request.read()`
+    (which applies the host's)."""
     if request.content_length is not None and request.content_length > limit:
         raise payload_too_large(limit)
-    if request.content_length is not None:
-        return await request.read()
+    if request.body_exists and not request.can_read_body:
+        # A host middleware read the body first; aiohttp kept it.
+        raw = await request.read()
+        if len(raw) > limit:
+            raise payload_too_large(limit)
+        return raw
     chunks, size = [], 0
     while chunk := await request.content.read(limit + 1 - size):
         chunks.append(chunk)

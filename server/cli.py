@@ -48,9 +48,8 @@ def _parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="processes sharing the port (server.workers)",
     )
-    parser = argparse.ArgumentParser(
-        prog="run.py", parents=[common], description="JWT auth server"
-    )
+    # `run.py` or `jwt-auth-server`, whichever was run.
+    parser = argparse.ArgumentParser(parents=[common], description="JWT auth server")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", parents=[common], help="serve HTTP (the default)")
     create = commands.add_parser("create-user", parents=[common], help="create a user")

@@ -48,6 +48,7 @@ const el = {
   roles: document.getElementById("roles"),
   accessTtl: document.getElementById("access-ttl"),
   sessionCount: document.getElementById("session-count"),
+  reloadSessions: byTestId("reload-sessions"),
 };
 
 // ---- HTTP ---------------------------------------------------------------------------
@@ -240,6 +241,7 @@ function render() {
     el.accessTtl.textContent = auth.expiresIn ? `in memory, valid ${duration(auth.expiresIn)}` : "in memory";
   }
   el.signout.disabled = !signedIn || el.signout.dataset.busy === "true";
+  el.reloadSessions.disabled = !signedIn || el.reloadSessions.dataset.busy === "true";
 }
 
 function show(text, kind) {
@@ -424,6 +426,11 @@ el.form.addEventListener("submit", (event) => {
 });
 el.signup.addEventListener("click", () => act(el.signup, signUp));
 el.signout.addEventListener("click", () => act(el.signout, signOut));
+el.reloadSessions.addEventListener("click", () => act(el.reloadSessions, loadSessions));
+// Devices signed in or out elsewhere while this tab was in the background.
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible" && auth) loadSessions();
+});
 for (const button of document.querySelectorAll("button[data-path]")) {
   button.addEventListener("click", () => act(button, () => call(button.dataset.path)));
 }

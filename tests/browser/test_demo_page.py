@@ -217,6 +217,23 @@ def test_revoking_this_device_signs_the_page_out(
     assert page.cookies_for("/api/auth/refreshtoken") == []
 
 
+def test_reload_shows_devices_signed_in_since(
+    page: DemoPage, demo_target: DemoTarget
+) -> None:
+    name = new_name("barbara")
+    sign_up(demo_target, name)
+    assert page.find("reload-sessions").get_attribute("disabled") == "true"
+    page.sign_in(name, PASSWORD)
+    assert len(page.sessions()) == 1
+    other_device(demo_target, name)
+    assert len(page.sessions()) == 1  # the list is as it was at sign-in
+    page.act("reload-sessions")
+    current = [s.get_attribute("data-current") for s in page.sessions()]
+    assert sorted(current) == ["false", "true"]
+    page.act("signout")
+    assert page.find("reload-sessions").get_attribute("disabled") == "true"
+
+
 def test_session_revoked_elsewhere_ends_on_the_next_call(
     page: DemoPage, demo_target: DemoTarget
 ) -> None:

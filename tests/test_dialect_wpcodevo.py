@@ -9,9 +9,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
+from aiohttp.test_utils import make_mocked_request
+from multidict import CIMultiDict
 
-from server import clock, keys
+from server import clock, keys, keywatch
+from server.dialects import wpcodevo
+from server.middleware import ConflictingTokens
+from server.signing_keys import rotate
+from server.tokens import AccessTokens, UnknownKeyId
 from tests.conftest import PASSWORD, make_admin_token
 from tests.dialect_client import (
     Answer,
@@ -500,6 +507,77 @@ async def test_logout_by_the_access_token_alone(make_client: MakeClient) -> None
         assert (answer.status, answer.body) == (200, {"status": "success"})
         refresh = await client.wp_refresh(login.cookies["refresh_token"]["value"])
         assert refresh.body == fail(NO_REFRESH, "refresh_revoked")
+
+
+async def test_logout_with_a_token_of_a_key_published_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another instance rotated the key and signed this token: logout rereads the key
+    file (as the middleware does) instead of refusing it."""
+    monkeypatch.setattr(keywatch, "UNKNOWN_KID_GAP", 0.0)
+    generated = {"secret": "", "algorithm": "EdDSA", "key_reload_interval": 3600}
+    async with client_factory(tmp_path, "memory") as build:
+        await _logout_after_rotation(await build(WPCODEVO_FIRST, tokens=generated))
+
+
+async def _logout_after_rotation(client: Client) -> None:
+    login = await client.wp_user("tao@example.com")
+    auth = client.app[keys.AUTH]
+    user = await auth.storage.find_user(email="tao@example.com")
+    assert user is not None
+    elsewhere = AccessTokens(auth.settings.tokens, rotate(auth.settings, delay=0))
+    token = elsewhere.issue(user, session_of(login.body["access_token"]))
+    with pytest.raises(UnknownKeyId):
+        auth.access_tokens.verify(token)
+    answer = await client.call(
+        "GET", "/api/auth/logout", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert (answer.status, answer.body) == (200, {"status": "success"})
+    refresh = await client.wp_refresh(login.cookies["refresh_token"]["value"])
+    assert refresh.body == fail(NO_REFRESH, "refresh_revoked")
+
+
+async def test_logout_refuses_a_token_of_a_key_nobody_published(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(keywatch, "UNKNOWN_KID_GAP", 0.0)
+    forged = jwt.encode({"sub": "x"}, "k" * 32, "HS256", headers={"kid": "nope"})
+    answer = await client.call(
+        "GET", "/api/auth/logout", headers={"Authorization": f"Bearer {forged}"}
+    )
+    assert (answer.status, answer.body) == (401, fail(BAD_TOKEN, "token_invalid"))
+
+
+@pytest.mark.parametrize(
+    ("headers", "cookie", "expected"),
+    [
+        ({"Authorization": "Bearer A"}, "B", "A"),
+        ({"Authorization": "bearer  A "}, None, "A"),
+        ({"Authorization": "Bearer "}, "B", "B"),
+        ({"Authorization": "Basic A"}, "B", "B"),
+        ({"x-access-token": "A"}, None, None),  # not this seed's header
+        ({}, "", None),
+    ],
+)
+def test_read_token(
+    headers: dict[str, str], cookie: str | None, expected: str | None
+) -> None:
+    cookies = {} if cookie is None else {"access_token": cookie}
+    if cookies:
+        headers = {**headers, "Cookie": f"access_token={cookie}"}
+    request = make_mocked_request("GET", "/api/users/me", headers=headers)
+    assert wpcodevo.read_token(request) == expected
+
+
+def test_read_token_refuses_two_different_bearer_tokens() -> None:
+    headers = CIMultiDict(
+        [("Authorization", "Bearer A"), ("Authorization", "Bearer B")]
+    )
+    request = make_mocked_request("GET", "/api/users/me", headers=headers)
+    with pytest.raises(ConflictingTokens):
+        wpcodevo.read_token(request)
+    same = CIMultiDict([("Authorization", "Bearer A"), ("Authorization", "Bearer A")])
+    assert wpcodevo.read_token(make_mocked_request("GET", "/", headers=same)) == "A"
 
 
 # Cross-site requests to refresh and logout

@@ -15,10 +15,12 @@ from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
 from server import clock, keys, keywatch
+from server import service as service_module
 from server.dialects import wpcodevo
 from server.middleware import ConflictingTokens
 from server.signing_keys import rotate
 from server.tokens import AccessTokens, UnknownKeyId
+from storage import User
 from tests.conftest import PASSWORD, make_admin_token
 from tests.dialect_client import (
     Answer,
@@ -99,6 +101,42 @@ async def test_register(make_client: MakeClient) -> None:
     assert user["createdAt"].endswith("Z")
     second = await client.register("ann.lee@example.org", "Ann Lee")
     assert second.body["data"]["user"]["username"] == "ann.lee2"
+
+
+@pytest.mark.parametrize(
+    ("email", "base", "derived"),
+    [
+        ("kim@example.com", "kim", "kim_0badc0de"),
+        ("a" * 40 + "@example.com", "a" * 32, "a" * 23 + "_0badc0de"),
+    ],
+)
+async def test_register_when_every_derived_username_is_taken(
+    client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+    email: str,
+    base: str,
+    derived: str,
+) -> None:
+    """The local part and its 49 numbered forms all taken (say, registered to block
+    it): a random suffix, not a refusal."""
+    storage = client.app[keys.AUTH].storage
+    for n in range(1, 51):
+        suffix = "" if n == 1 else str(n)
+        name = base[: 32 - len(suffix)] + suffix
+        await storage.create_user(
+            User(f"squat{n}", name, f"squat{n}@example.net", "x", ("user",), 0)
+        )
+    monkeypatch.setattr(service_module.secrets, "token_hex", lambda n: "0badc0de")
+    answer = await client.register(email)
+    assert answer.status == 201, answer.body
+    assert answer.body["data"]["user"]["username"] == derived
+    # The random one taken too (only this test's fixed "random" makes it so): a
+    # bounded number of tries, then the answer a taken name gets; no loop, no 5xx.
+    again = await client.register(email.replace("example.com", "example.org"))
+    assert (again.status, again.body) == (
+        409,
+        fail("Failed! Username is already in use!", "username_taken"),
+    )
 
 
 async def test_register_email_already_used(make_client: MakeClient) -> None:

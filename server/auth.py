@@ -55,7 +55,7 @@ from .routes import AUTH_PREFIX, USERS_PREFIX, Route, RouteSet
 from .service import AuthService
 from .settings import Settings, load_settings, settings_from_mapping
 from .tokens import AccessClaims, AccessTokens, RefreshTokens
-from .websocket import SessionSocket, open_session_socket
+from .websocket import OpenSockets, SessionSocket, open_session_socket
 
 SUCCESSOR_SECRET = "refresh-successor-key"
 # What a host app gets by default: the auth routes, the user routes, the routes of the
@@ -104,6 +104,10 @@ class Auth:
             metrics=self.metrics,
         )
         self.trusted_proxies = parse_networks(self.settings.server.trusted_proxies)
+        self.sockets = OpenSockets(
+            self.settings.server.max_websockets_per_user,
+            self.settings.server.max_websockets_per_address,
+        )
         self.cookies = SessionCookies(
             self.settings.cookies,
             self.settings.tokens.refresh_ttl,
@@ -161,6 +165,7 @@ class Auth:
             )
         )
         app.cleanup_ctx.append(self._lifecycle)
+        app.on_shutdown.append(self._close_sockets)
 
     def _route_sets(self) -> list[RouteSet]:
         """The APIs of `server.dialects`, in its order: where two mount one method and
@@ -216,12 +221,18 @@ class Auth:
     async def websocket(self, request: web.Request) -> SessionSocket:
         """Upgrade `request` to a WebSocket bound to its session: authenticated (headers
         or `?access_token=`) unless a guard already did, closed with 4401 when the
-        session is revoked or its access token expires without a `reauth` frame. A
-        refused token raises an HTTP error with the contract's body, before any upgrade."""
+        session is revoked or its access token expires without a `reauth` frame, and
+        with 1001 at shutdown. A refused token, or a user or address over its socket
+        quota (429), raises an HTTP error with the contract's body, before any upgrade."""
         poll = self.settings.tokens.revocation_poll
-        return await open_session_socket(request, self.service, poll)
+        return await open_session_socket(request, self.service, poll, self.sockets)
 
     # lifecycle
+
+    async def _close_sockets(self, app: web.Application) -> None:
+        """on_shutdown, before aiohttp waits for handlers: WebSockets would otherwise
+        hold the shutdown until its timeout and then be dropped."""
+        await self.sockets.close_all()
 
     async def _lifecycle(self, app: web.Application) -> AsyncIterator[None]:
         async with self.running():

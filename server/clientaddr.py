@@ -75,6 +75,12 @@ def _trusted(ip: Address | None, networks: tuple[Network, ...]) -> bool:
     return ip is not None and any(ip in network for network in networks)
 
 
+def peer_is_trusted(request: web.BaseRequest, trusted: tuple[Network, ...]) -> bool:
+    """Whether the peer (not a forwarded hop) is in `trusted`, in its canonical form:
+    an IPv4-mapped peer matches the IPv4 networks."""
+    return bool(trusted) and _trusted(parse_address(request.remote or ""), trusted)
+
+
 def _hop(text: str) -> Address | None:
     """One X-Forwarded-For entry; some proxies add a port (`1.2.3.4:5678`,
     `[2001:db8::1]:443`)."""
@@ -93,7 +99,7 @@ def client_address(request: web.BaseRequest, trusted: tuple[Network, ...]) -> st
     peer_text = request.remote or UNKNOWN
     peer = parse_address(peer_text)
     fallback = peer_text if peer is None else str(peer)
-    if not trusted or not _trusted(peer, trusted):
+    if not peer_is_trusted(request, trusted):
         return fallback
     hops = [
         hop

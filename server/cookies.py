@@ -12,17 +12,27 @@ Only the handlers that use the cookie call the storage's `load_session` and
 `save_session`: no session middleware runs on any other route (the protected routes pay
 nothing for cookie mode), and aiohttp-session's string request keys, set only by its
 middleware and `get_session`, are never used.
+
+A cookie that does not decrypt (garbage, forged, made under another key, too old) is
+answered as no cookie. aiohttp-session would log a warning for each; here it is a
+`session_cookie_invalid` security event, summarised per address and route like the
+other events a client can cause at will, so a flood of junk cookies costs no log line
+each.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp_session import Session
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
+from cryptography.fernet import Fernet, InvalidToken
 
 from . import errors
 from .csrf import OriginPolicy, token_matches
@@ -43,9 +53,28 @@ class CookieSession:
     csrf_token: str
 
 
-class _Storage(EncryptedCookieStorage):
+class CookieStorage(EncryptedCookieStorage):
     """aiohttp-session's encrypted cookie, expired with all the attributes it was set
-    with (aiohttp-session passes only path and domain when it deletes)."""
+    with (aiohttp-session passes only path and domain when it deletes), and a cookie
+    that does not decrypt reported as a summarised event, not a warning per request."""
+
+    def __init__(self, key: bytes, **params: Any) -> None:
+        self._cookie_fernet = Fernet(base64.urlsafe_b64encode(key))
+        super().__init__(self._cookie_fernet, **params)
+
+    async def load_session(self, request: web.Request) -> Session:
+        """EncryptedCookieStorage.load_session, but for what it does with a cookie
+        that does not decrypt."""
+        cookie = self.load_cookie(request)
+        if cookie is not None:
+            try:
+                text = self._cookie_fernet.decrypt(cookie.encode(), ttl=self.max_age)
+                data = json.loads(text)
+            except (InvalidToken, ValueError):
+                log_event("session_cookie_invalid", request, level=logging.WARNING)
+            else:
+                return Session(None, data=data, new=False, max_age=self.max_age)
+        return Session(None, data=None, new=True, max_age=self.max_age)
 
     def save_cookie(
         self,
@@ -77,10 +106,10 @@ class SessionCookies:
         self.settings = settings
         self.max_age = max_age
         self.origins = origins
-        self._storage: _Storage | None = None
+        self._storage: CookieStorage | None = None
 
     def start(self, key: bytes, path: str) -> None:
-        self._storage = _Storage(
+        self._storage = CookieStorage(
             key,
             cookie_name=self.settings.name,
             max_age=self.max_age,

@@ -11,14 +11,13 @@ counts: credentials need a named origin.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from collections.abc import Iterable
 
 from aiohttp import hdrs, web
 from multidict import istr
 from yarl import URL
 
-from .clientaddr import Network
+from .clientaddr import Network, peer_is_trusted
 
 X_CSRF_TOKEN = istr("X-CSRF-Token")
 X_FORWARDED_PROTO = istr("X-Forwarded-Proto")
@@ -80,20 +79,11 @@ class OriginPolicy:
 
     def _scheme(self, request: web.BaseRequest) -> str:
         said = request.headers.get(X_FORWARDED_PROTO)
-        if said and self._from_trusted_proxy(request):
+        if said and peer_is_trusted(request, self.trusted_proxies):
             scheme = said.rpartition(",")[2].strip().lower()
             if scheme in WEB_SCHEMES:
                 return scheme
         return request.scheme
-
-    def _from_trusted_proxy(self, request: web.BaseRequest) -> bool:
-        if not self.trusted_proxies or request.remote is None:
-            return False
-        try:
-            peer = ipaddress.ip_address(request.remote)
-        except ValueError:
-            return False
-        return any(peer in network for network in self.trusted_proxies)
 
 
 def token_matches(request: web.BaseRequest, expected: str) -> bool:

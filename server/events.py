@@ -3,12 +3,16 @@
 Every line has `event`, `ts` (epoch seconds) and always the keys `user_id`,
 `session_id`, `ip` (the canonical client address), `user_agent` and `route` (the matched
 route's path template, such as /api/users/{id}), null where unknown; the request-derived
-ones are filled in from the request. Never a token, password or hash. Events: signup,
-signin, signin_failed, refresh_reused, signout, password_changed,
-password_change_failed, user_deleted, rate_limited, key_rotated, csrf_failed (cookie
-mode: a request spending the session cookie without the right X-CSRF-Token or from a
-foreign origin). Alert on
-`refresh_reused`: it means a refresh token was stolen or replayed.
+ones are filled in from the request. Never a token, password or hash. Events:
+- accounts and sessions (`AUDIT_EVENTS`): signup, signin, signout, refresh_reused,
+  password_changed, user_updated (an admin changed roles or the disabled flag),
+  user_deleted, and the revocations named after their `RevokeReason`: session_revoked,
+  others_revoked, user_disabled, role_removed; key_rotated;
+- what a client can cause at will: signin_failed, signin_refused (a disabled account),
+  password_change_failed, rate_limited, csrf_failed (cookie mode: a request spending the
+  session cookie without the right X-CSRF-Token or from a foreign origin),
+  session_cookie_invalid (a session cookie that does not decrypt).
+Alert on `refresh_reused`: it means a refresh token was stolen or replayed.
 
 Nothing a client sends can make this log grow without bound:
 - Events a client can cause at will are summarised per key (`SUMMARISED`): the first of
@@ -46,8 +50,11 @@ SUMMARY_WINDOW = 60  # seconds
 SUMMARISED: dict[str, tuple[str, ...]] = {
     "rate_limited": ("ip", "route"),
     "signin_failed": ("ip",),
+    "csrf_failed": ("ip", "route", "reason"),
+    "session_cookie_invalid": ("ip", "route"),
 }
-# Events that change an account or a key; they have their own allowance of lines.
+# Events that change an account, a session or a key, exactly as they are emitted (the
+# revocations by their RevokeReason value); they have their own allowance of lines.
 AUDIT_EVENTS = frozenset(
     {
         "signup",
@@ -55,12 +62,12 @@ AUDIT_EVENTS = frozenset(
         "signout",
         "refresh_reused",
         "password_changed",
+        "user_updated",
         "user_deleted",
         "user_disabled",
-        "user_enabled",
-        "roles_changed",
+        "role_removed",
         "session_revoked",
-        "sessions_revoked",
+        "others_revoked",
         "key_rotated",
     }
 )

@@ -56,17 +56,23 @@ def read_access_token(request: web.BaseRequest) -> str | None:
     """The access token of `x-access-token` (the seeds) or `Authorization: Bearer`.
     Raises ConflictingTokens when they (or repeats of one header) carry different
     tokens."""
-    headers = request.headers
     found = None
-    for value in headers.getall(X_ACCESS_TOKEN, ()):
+    for value in request.headers.getall(X_ACCESS_TOKEN, ()):
         found = _same_token(found, value.strip())
-    for value in headers.getall(hdrs.AUTHORIZATION, ()):
+    return _same_token(found, read_bearer_token(request))
+
+
+def read_bearer_token(request: web.BaseRequest) -> str | None:
+    """The access token of `Authorization: Bearer` alone (the wpcodevo dialect's
+    header). Raises ConflictingTokens when repeats of the header differ."""
+    found = None
+    for value in request.headers.getall(hdrs.AUTHORIZATION, ()):
         if value[: len(BEARER)].lower() == BEARER:
             found = _same_token(found, value[len(BEARER) :].strip())
     return found
 
 
-def _same_token(found: str | None, token: str) -> str | None:
+def _same_token(found: str | None, token: str | None) -> str | None:
     if not token:
         return found
     if found is not None and found != token:
@@ -117,9 +123,11 @@ def _with_role(claims: AccessClaims, role: Role | None) -> AccessClaims:
     return claims
 
 
-async def _authorized(
+async def authorize_async(
     service: AuthService, request: web.BaseRequest, mark: RouteMark
 ) -> AccessClaims:
+    """`authorize`, rereading the key file for a token of a key not loaded yet: for a
+    handler that checks the token itself, after checks of its own."""
     try:
         return authorize(service, request, mark)
     except KeyReloadNeeded as reload:
@@ -188,7 +196,7 @@ def auth_middleware(
     ) -> web.StreamResponse:
         """A host's own handler: only a failed token check is ours to answer."""
         try:
-            request[keys.CLAIMS] = await _authorized(service, request, mark)
+            request[keys.CLAIMS] = await authorize_async(service, request, mark)
         except ApiError as error:
             response = render_error(request, error)
             response.headers[hdrs.CACHE_CONTROL] = DEFAULT_CACHE_CONTROL

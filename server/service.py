@@ -276,7 +276,9 @@ class AuthService:
 
     async def _free_usernames(self, email: str) -> list[str]:
         """Candidates not taken when we looked: the email's local part, cleaned and
-        padded to 3 characters, then with 2, 3, ... appended."""
+        padded to 3 characters, then with 2, 3, ... appended; then, so that the list
+        is never empty even when all of those are taken (a common local part, or names
+        registered to block it), two with a random suffix (`_` and 8 hex digits)."""
         base = _NOT_USERNAME_CHARS.sub("", email.rpartition("@")[0])[:USERNAME_MAX]
         base = base.ljust(3, "_")
         candidates = []
@@ -287,6 +289,9 @@ class AuthService:
                 candidates.append(name)
                 if len(candidates) == 3:
                     break
+        for _ in range(2):
+            suffix = "_" + secrets.token_hex(4)
+            candidates.append(base[: USERNAME_MAX - len(suffix)] + suffix)
         return candidates
 
     async def every_user(self) -> list[User]:

@@ -91,6 +91,8 @@ class ServerSettings:
     )
     body_timeout: float = setting(30.0, between(0.1, 3600))
     max_connections: int = setting(1000, between(1, 1_000_000))
+    max_websockets_per_user: int = setting(16, between(1, 100_000))
+    max_websockets_per_address: int = setting(128, between(1, 1_000_000))
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,13 @@ the client having sent `{"type": "reauth", "accessToken": "<newer token>"}`.
         async for message in socket:          # text and binary frames; reauth is handled
             await socket.send_json({"got": message.data})
         return socket.response
+
+Each process holds at most `server.max_websockets_per_user` open sockets per user and
+`server.max_websockets_per_address` per client address (`OpenSockets`), so that one
+account or one address cannot hold the connections everyone else needs; beyond, the
+upgrade is refused with 429 `rate_limited`. At shutdown every open socket is closed
+with 1001 (going away), so that clients reconnect to another instance at once instead
+of waiting for a dropped connection to time out.
 """
 
 from __future__ import annotations
@@ -19,11 +26,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import Counter
 from collections.abc import AsyncIterator
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from . import clock, errors, keys
+from .clientaddr import client_key
 from .errors import ApiError
 from .middleware import ConflictingTokens, read_access_token, render_error
 from .service import AuthService
@@ -32,6 +41,10 @@ from .tokens import AccessClaims
 CLOSE_CODE = 4401
 QUERY_TOKEN = "access_token"
 HEARTBEAT_SECONDS = 30
+SHUTDOWN_CODE = WSCloseCode.GOING_AWAY  # 1001
+SHUTDOWN_REASON = "server shutdown"
+# Retry-After of a refused upgrade: sockets end at no predictable time.
+QUOTA_RETRY_SECONDS = 5
 
 
 def read_socket_token(request: web.BaseRequest) -> str | None:
@@ -43,20 +56,84 @@ def read_socket_token(request: web.BaseRequest) -> str | None:
     return token
 
 
+class OpenSockets:
+    """The session sockets open in this process, counted per user and per client
+    address against their quotas, and closed together at shutdown."""
+
+    def __init__(self, per_user: int, per_address: int) -> None:
+        self.per_user = per_user
+        self.per_address = per_address
+        self._owners: dict[SessionSocket, tuple[str, str]] = {}
+        self._counts: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._owners)
+
+    def count(self, owner: str) -> int:
+        """Open sockets of `user:<id>` or `address:<rate-limit key>`."""
+        return self._counts[owner]
+
+    def reserve(self, socket: SessionSocket, user_id: str, address: str) -> None:
+        """Count `socket` for its user and address, or raise 429 `rate_limited` when
+        either is at its quota (before the upgrade: nothing is held)."""
+        owners = (f"user:{user_id}", f"address:{address}")
+        if (
+            self._counts[owners[0]] >= self.per_user
+            or self._counts[owners[1]] >= self.per_address
+        ):
+            raise errors.rate_limited(QUOTA_RETRY_SECONDS)
+        self._owners[socket] = owners
+        self._counts.update(owners)
+
+    def release(self, socket: SessionSocket) -> None:
+        """Give the socket's places back (once, however often called)."""
+        owners = self._owners.pop(socket, ())
+        self._counts.subtract(owners)
+        for owner in owners:
+            if self._counts[owner] <= 0:
+                del self._counts[owner]
+
+    async def close_all(self) -> None:
+        """Close every open socket with 1001 (going away): at app shutdown."""
+        sockets = [socket for socket in self._owners if socket.response.prepared]
+        await asyncio.gather(
+            *(socket.close(SHUTDOWN_CODE, SHUTDOWN_REASON) for socket in sockets),
+            return_exceptions=True,
+        )
+
+
 class SessionSocket:
     """An upgraded WebSocket bound to one session; iterate it for the client's frames."""
 
-    def __init__(self, service: AuthService, claims: AccessClaims, poll: float) -> None:
+    def __init__(
+        self,
+        service: AuthService,
+        claims: AccessClaims,
+        poll: float,
+        sockets: OpenSockets | None = None,
+    ) -> None:
         self.response = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS)
         self.claims = claims
         self._service = service
         self._poll = poll
+        self._sockets = sockets
         self._expires_at = claims.expires_at
         self._watcher: asyncio.Task[None] | None = None
 
     async def prepare(self, request: web.Request) -> None:
-        await self.response.prepare(request)
+        """Upgrade within the quotas (429 before the upgrade when over one)."""
+        if self._sockets is not None:
+            self._sockets.reserve(self, self.claims.user_id, client_key(request))
+        try:
+            await self.response.prepare(request)
+        except BaseException:
+            self._release()
+            raise
         self._watcher = asyncio.ensure_future(self._watch())
+
+    def _release(self) -> None:
+        if self._sockets is not None:
+            self._sockets.release(self)
 
     async def send_str(self, data: str) -> None:
         await self.response.send_str(data)
@@ -122,28 +199,46 @@ class SessionSocket:
         finally:
             revocations.forget_waiter(session_id, revoked)
             metrics.socket_closed()
+            self._release()
 
     async def _stop_watching(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        self._release()  # also when the watcher was cancelled before it ran
 
 
 async def open_session_socket(
-    request: web.Request, service: AuthService, poll: float
+    request: web.Request,
+    service: AuthService,
+    poll: float,
+    sockets: OpenSockets | None = None,
 ) -> SessionSocket:
-    """Authenticate (unless a guard already did) and upgrade. A refused token raises an
-    HTTP error carrying the contract's JSON body, before any upgrade."""
+    """Authenticate (unless a guard already did) and upgrade, for a host's handler. A
+    refused token or a full quota raises an HTTP error carrying the contract's JSON
+    body, before any upgrade."""
+    try:
+        return await _open(request, service, poll, sockets)
+    except ApiError as error:
+        raise ContractHttpError(request, error) from None
+
+
+async def _open(
+    request: web.Request,
+    service: AuthService,
+    poll: float,
+    sockets: OpenSockets | None,
+) -> SessionSocket:
+    """`open_session_socket` raising ApiError: on our own route the middleware renders
+    it (and logs and counts a 429 like any other)."""
     claims = request.get(keys.CLAIMS)
     if claims is None:
         try:
             claims = await service.authenticate_async(read_socket_token(request))
         except ConflictingTokens:
-            raise ContractHttpError(request, errors.token_invalid()) from None
-        except ApiError as error:
-            raise ContractHttpError(request, error) from None
-    socket = SessionSocket(service, claims, poll)
+            raise errors.token_invalid() from None
+    socket = SessionSocket(service, claims, poll, sockets)
     await socket.prepare(request)
     return socket
 
@@ -162,8 +257,8 @@ class ContractHttpError(web.HTTPException):
 async def echo(request: web.Request) -> web.WebSocketResponse:
     """`GET /api/ws`: hello, then an echo of every text frame, until the session ends."""
     auth = request.app[keys.AUTH]
-    socket = await open_session_socket(
-        request, auth.service, auth.settings.tokens.revocation_poll
+    socket = await _open(
+        request, auth.service, auth.settings.tokens.revocation_poll, auth.sockets
     )
     claims = socket.claims
     await socket.send_json(

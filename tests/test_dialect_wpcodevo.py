@@ -9,9 +9,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
+from aiohttp.test_utils import make_mocked_request
+from multidict import CIMultiDict
 
-from server import clock, keys
+from server import clock, keys, keywatch
+from server import service as service_module
+from server.dialects import wpcodevo
+from server.middleware import ConflictingTokens
+from server.signing_keys import rotate
+from server.tokens import AccessTokens, UnknownKeyId
+from storage import User
 from tests.conftest import PASSWORD, make_admin_token
 from tests.dialect_client import (
     Answer,
@@ -92,6 +101,42 @@ async def test_register(make_client: MakeClient) -> None:
     assert user["createdAt"].endswith("Z")
     second = await client.register("ann.lee@example.org", "Ann Lee")
     assert second.body["data"]["user"]["username"] == "ann.lee2"
+
+
+@pytest.mark.parametrize(
+    ("email", "base", "derived"),
+    [
+        ("kim@example.com", "kim", "kim_0badc0de"),
+        ("a" * 40 + "@example.com", "a" * 32, "a" * 23 + "_0badc0de"),
+    ],
+)
+async def test_register_when_every_derived_username_is_taken(
+    client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+    email: str,
+    base: str,
+    derived: str,
+) -> None:
+    """The local part and its 49 numbered forms all taken (say, registered to block
+    it): a random suffix, not a refusal."""
+    storage = client.app[keys.AUTH].storage
+    for n in range(1, 51):
+        suffix = "" if n == 1 else str(n)
+        name = base[: 32 - len(suffix)] + suffix
+        await storage.create_user(
+            User(f"squat{n}", name, f"squat{n}@example.net", "x", ("user",), 0)
+        )
+    monkeypatch.setattr(service_module.secrets, "token_hex", lambda n: "0badc0de")
+    answer = await client.register(email)
+    assert answer.status == 201, answer.body
+    assert answer.body["data"]["user"]["username"] == derived
+    # The random one taken too (only this test's fixed "random" makes it so): a
+    # bounded number of tries, then the answer a taken name gets; no loop, no 5xx.
+    again = await client.register(email.replace("example.com", "example.org"))
+    assert (again.status, again.body) == (
+        409,
+        fail("Failed! Username is already in use!", "username_taken"),
+    )
 
 
 async def test_register_email_already_used(make_client: MakeClient) -> None:
@@ -500,6 +545,77 @@ async def test_logout_by_the_access_token_alone(make_client: MakeClient) -> None
         assert (answer.status, answer.body) == (200, {"status": "success"})
         refresh = await client.wp_refresh(login.cookies["refresh_token"]["value"])
         assert refresh.body == fail(NO_REFRESH, "refresh_revoked")
+
+
+async def test_logout_with_a_token_of_a_key_published_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another instance rotated the key and signed this token: logout rereads the key
+    file (as the middleware does) instead of refusing it."""
+    monkeypatch.setattr(keywatch, "UNKNOWN_KID_GAP", 0.0)
+    generated = {"secret": "", "algorithm": "EdDSA", "key_reload_interval": 3600}
+    async with client_factory(tmp_path, "memory") as build:
+        await _logout_after_rotation(await build(WPCODEVO_FIRST, tokens=generated))
+
+
+async def _logout_after_rotation(client: Client) -> None:
+    login = await client.wp_user("tao@example.com")
+    auth = client.app[keys.AUTH]
+    user = await auth.storage.find_user(email="tao@example.com")
+    assert user is not None
+    elsewhere = AccessTokens(auth.settings.tokens, rotate(auth.settings, delay=0))
+    token = elsewhere.issue(user, session_of(login.body["access_token"]))
+    with pytest.raises(UnknownKeyId):
+        auth.access_tokens.verify(token)
+    answer = await client.call(
+        "GET", "/api/auth/logout", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert (answer.status, answer.body) == (200, {"status": "success"})
+    refresh = await client.wp_refresh(login.cookies["refresh_token"]["value"])
+    assert refresh.body == fail(NO_REFRESH, "refresh_revoked")
+
+
+async def test_logout_refuses_a_token_of_a_key_nobody_published(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(keywatch, "UNKNOWN_KID_GAP", 0.0)
+    forged = jwt.encode({"sub": "x"}, "k" * 32, "HS256", headers={"kid": "nope"})
+    answer = await client.call(
+        "GET", "/api/auth/logout", headers={"Authorization": f"Bearer {forged}"}
+    )
+    assert (answer.status, answer.body) == (401, fail(BAD_TOKEN, "token_invalid"))
+
+
+@pytest.mark.parametrize(
+    ("headers", "cookie", "expected"),
+    [
+        ({"Authorization": "Bearer A"}, "B", "A"),
+        ({"Authorization": "bearer  A "}, None, "A"),
+        ({"Authorization": "Bearer "}, "B", "B"),
+        ({"Authorization": "Basic A"}, "B", "B"),
+        ({"x-access-token": "A"}, None, None),  # not this seed's header
+        ({}, "", None),
+    ],
+)
+def test_read_token(
+    headers: dict[str, str], cookie: str | None, expected: str | None
+) -> None:
+    cookies = {} if cookie is None else {"access_token": cookie}
+    if cookies:
+        headers = {**headers, "Cookie": f"access_token={cookie}"}
+    request = make_mocked_request("GET", "/api/users/me", headers=headers)
+    assert wpcodevo.read_token(request) == expected
+
+
+def test_read_token_refuses_two_different_bearer_tokens() -> None:
+    headers = CIMultiDict(
+        [("Authorization", "Bearer A"), ("Authorization", "Bearer B")]
+    )
+    request = make_mocked_request("GET", "/api/users/me", headers=headers)
+    with pytest.raises(ConflictingTokens):
+        wpcodevo.read_token(request)
+    same = CIMultiDict([("Authorization", "Bearer A"), ("Authorization", "Bearer A")])
+    assert wpcodevo.read_token(make_mocked_request("GET", "/", headers=same)) == "A"
 
 
 # Cross-site requests to refresh and logout

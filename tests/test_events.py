@@ -8,12 +8,15 @@ import asyncio
 import base64
 import json
 import logging
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from server import clock, events
 from server.events import flush_events, log_event, run_event_summaries
+from storage import RevokeReason
 from tests.conftest import PASSWORD, Api, MakeApi, make_admin_token
 
 STANDARD = {"user_id", "session_id", "ip", "user_agent", "route"}
@@ -339,3 +342,135 @@ async def test_session_events_name_the_user_and_the_session(
         other["id"],
         token_session(other["accessToken"]),
     )
+
+
+# Which events are audit events, and csrf_failed under a flood.
+
+SERVER = Path(__file__).resolve().parent.parent / "server"
+# `log_event("x"`, the service's `self._event("x"`, the CLI's `_log("x"`.
+EMITTED_LITERAL = re.compile(r"""(?:log_event|_event|_log)\(\s*["']([a-z_]+)["']""")
+
+
+def literal_names() -> set[str]:
+    """The event names written out at the emitters."""
+    names: set[str] = set()
+    for path in SERVER.rglob("*.py"):
+        names.update(EMITTED_LITERAL.findall(path.read_text()))
+    return names
+
+
+def emitted_names() -> set[str]:
+    """Every event name the server can emit: those, and the revocation reasons (some
+    are logged under their value)."""
+    return literal_names() | {reason.value for reason in RevokeReason}
+
+
+def test_the_audit_events_are_the_account_session_and_key_events() -> None:
+    audit = events.AUDIT_EVENTS
+    assert audit == {
+        "signup",
+        "signin",
+        "signout",
+        "refresh_reused",
+        "password_changed",
+        "user_updated",
+        "user_deleted",
+        "user_disabled",
+        "role_removed",
+        "session_revoked",
+        "others_revoked",
+        "key_rotated",
+    }
+    emitted = emitted_names()
+    assert audit <= emitted, "a name no emitter uses (misspelt?)"
+    assert set(events.SUMMARISED) <= emitted
+    assert not audit & set(events.SUMMARISED)
+    assert {"user_enabled", "roles_changed", "sessions_revoked"}.isdisjoint(emitted)
+
+
+def test_the_module_docstring_names_every_emitted_event() -> None:
+    words = set(re.findall(r"[a-z_]+", events.__doc__ or ""))
+    assert literal_names() - words == set()
+    assert events.AUDIT_EVENTS - words == set()
+    assert literal_names() >= {"csrf_failed", "session_cookie_invalid", "user_updated"}
+
+
+@pytest.mark.parametrize("backend", ["memory"])
+async def test_admin_and_session_events_are_written_when_a_flood_spent_the_rest(
+    make_api: MakeApi, lines: list[dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The revocations and account changes draw on the audit allowance: with the
+    other allowance spent (a bucket that never refills), each is still one line."""
+    monkeypatch.setattr(events._events, "other", events.TokenBucket(0.0, 0))
+    api = await make_api()
+    admin = await make_admin_token(api.app)
+    bob = await api.user("bob", roles=["user", "moderator"])
+    again = await (await api.signin("bob")).json()
+    third = await (await api.signin("bob")).json()
+    limited("203.0.113.50")  # dropped: the other allowance is spent
+    revoke_one = await api.client.delete(
+        f"/api/auth/sessions/{token_session(again['accessToken'])}",
+        headers={"x-access-token": bob["accessToken"]},
+    )
+    assert revoke_one.status == 200
+    revoke_others = await api.client.delete(
+        "/api/auth/sessions", headers={"x-access-token": third["accessToken"]}
+    )
+    assert (await revoke_others.json())["revoked"] == 1
+    for change in ({"roles": ["user"]}, {"disabled": True}, {"disabled": False}):
+        if "roles" in change or change["disabled"]:  # a session to revoke
+            assert (await api.signin("bob")).status == 200
+        response = await api.client.patch(
+            f"/api/users/{bob['id']}", json=change, headers={"x-access-token": admin}
+        )
+        assert response.status == 200, await response.text()
+    assert [line["event"] for line in lines] == [
+        "signup",
+        "signin",
+        "signin",
+        "signin",
+        "session_revoked",
+        "others_revoked",
+        "signin",
+        "user_updated",
+        "role_removed",
+        "signin",
+        "user_updated",
+        "user_disabled",
+        "user_updated",  # enabling revokes nothing
+    ]
+    assert [line["ip"] for line in lines if line["event"] == "rate_limited"] == []
+
+
+def test_csrf_failures_are_summarised_under_a_flood(
+    frozen: FrozenClock, lines: list[dict]
+) -> None:
+    for _ in range(100):
+        log_event(
+            "csrf_failed",
+            level=logging.WARNING,
+            ip="198.51.100.3",
+            route="/api/auth/refreshtoken",
+            reason="token",
+        )
+    for _ in range(20):
+        log_event(
+            "csrf_failed",
+            level=logging.WARNING,
+            ip="198.51.100.3",
+            route="/api/auth/refreshtoken",
+            reason="origin",
+            origin="https://evil.example",
+        )
+    assert [(x["reason"], x.get("suppressed")) for x in lines] == [
+        ("token", None),
+        ("origin", None),
+    ]
+    frozen.advance(60)
+    flush_events()
+    assert [(x["reason"], x.get("suppressed")) for x in lines[2:]] == [
+        ("token", 99),
+        ("origin", 19),
+    ]
+    assert lines[3]["route"] == "/api/auth/refreshtoken"
+    assert "origin" not in lines[3]  # a summary holds only its key's fields

@@ -55,6 +55,13 @@ INVALID = [
     ("server", "demo_page", "yes", "must be true or false, not 'yes'"),
     ("server", "body_timeout", "0", "must be between 0.1 and 3600, not 0.0"),
     ("server", "max_connections", "0", "must be between 1 and 1000000, not 0"),
+    ("server", "max_websockets_per_user", "0", "must be between 1 and 100000, not 0"),
+    (
+        "server",
+        "max_websockets_per_address",
+        "0",
+        "must be between 1 and 1000000, not 0",
+    ),
     ("server", "dialects", "bezkoder,bezkoder", "lists 'bezkoder' more than once"),
     (
         "storage",

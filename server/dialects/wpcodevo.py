@@ -13,7 +13,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Literal
 
-from aiohttp import hdrs, web
+from aiohttp import web
 from pydantic import BaseModel
 
 from .. import keys
@@ -22,7 +22,7 @@ from ..caller import Caller
 from ..errors import ApiError, ErrorCode, csrf_failed
 from ..guards import Role, current_claims
 from ..handlers.common import user_record
-from ..middleware import BEARER, ConflictingTokens, RouteMark, authorize
+from ..middleware import RouteMark, authorize_async, read_bearer_token
 from ..routes import Answer, Route, RouteSet
 from ..schemas import UserRecord
 from ..settings import Settings
@@ -84,16 +84,10 @@ SEED_TERMS: Terms = {
 
 
 def read_token(request: web.BaseRequest) -> str | None:
-    """The access token of `Authorization: Bearer`, else of the `access_token` cookie.
-    Two different Bearer tokens are refused (token_invalid), as in the core."""
-    found = None
-    for value in request.headers.getall(hdrs.AUTHORIZATION, ()):
-        if value[: len(BEARER)].lower() == BEARER:
-            token = value[len(BEARER) :].strip()
-            if found is not None and token and token != found:
-                raise ConflictingTokens
-            found = token or found
-    return found or request.cookies.get(ACCESS_COOKIE) or None
+    """The access token of `Authorization: Bearer` (read as the core reads it), else
+    of the `access_token` cookie. Two different Bearer tokens are refused
+    (token_invalid), as in the core; `x-access-token` is not this seed's."""
+    return read_bearer_token(request) or request.cookies.get(ACCESS_COOKIE) or None
 
 
 def zod_text(failure: Failure) -> str:
@@ -246,10 +240,11 @@ LOGOUT_GUARD = RouteMark(Role.USER, render, read_token)
 async def logout(request: web.Request) -> web.Response:
     """Revoke the session of the refresh cookie, else the access token's; the user's
     other sessions stay. The access token is checked here, after the cross-site
-    check, not by the middleware before it."""
+    check, not by the middleware before it, in the same way (a token of a key
+    published since this process last read the key file included)."""
     _refuse_cross_site(request)
     auth = request.app[keys.AUTH]
-    claims = authorize(auth.service, request, LOGOUT_GUARD)
+    claims = await authorize_async(auth.service, request, LOGOUT_GUARD)
     caller = Caller.of(request)
     cookie = request.cookies.get(REFRESH_COOKIE)
     if not cookie or await auth.service.signout(caller, cookie) is None:

@@ -7,9 +7,11 @@ from __future__ import annotations
 import logging
 
 import pytest
+from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
-from server.csrf import parse_origin
+from server.clientaddr import parse_networks
+from server.csrf import OriginPolicy, parse_origin
 from tests.conftest import expect_error
 from tests.cookie_mode.conftest import MakeBrowserApi
 from tests.cookie_mode.helpers import REFRESH, SIGNOUT, Tab, new_tab, set_cookies
@@ -208,3 +210,32 @@ async def test_refusals_are_security_events(
 )
 def test_parse_origin(text: str, parsed: tuple | None) -> None:
     assert parse_origin(text) == parsed
+
+
+@pytest.mark.parametrize(
+    ("peer", "trusted", "scheme"),
+    [
+        ("10.0.0.1", ("10.0.0.0/8",), "https"),
+        ("::ffff:10.0.0.1", ("10.0.0.0/8",), "https"),  # a dual-stack socket's view
+        ("10.0.0.1", ("::ffff:10.0.0.0/104",), "https"),
+        ("::ffff:10.0.0.1", ("::ffff:10.0.0.1",), "https"),
+        ("::ffff:11.0.0.1", ("10.0.0.0/8",), "http"),
+        ("2001:db8::1", ("2001:db8::/32",), "https"),
+        ("2001:db8::1", ("10.0.0.0/8",), "http"),
+        ("not-an-address", ("10.0.0.0/8",), "http"),
+    ],
+)
+def test_a_trusted_proxy_is_recognised_in_any_spelling(
+    peer: str, trusted: tuple[str, ...], scheme: str
+) -> None:
+    """The scheme a proxy says is believed from the peers `server.trusted_proxies`
+    names, compared as server/clientaddr.py compares them: an IPv4-mapped IPv6 peer
+    is its IPv4 address."""
+    policy = OriginPolicy((), parse_networks(trusted))
+    request = make_mocked_request(
+        "POST",
+        REFRESH,
+        headers={"Host": "auth.example.com", "X-Forwarded-Proto": "https"},
+    ).clone(remote=peer)
+    port = 443 if scheme == "https" else 80
+    assert policy.own_origin(request) == (scheme, "auth.example.com", port)

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from server import Auth, keys, load_settings
-from server.cookies import SessionCookies
+from server.cookies import CookieStorage, SessionCookies
 from server.settings import CookieSettings, Settings
 from tests.backends import BACKENDS
 from tests.conftest import PASSWORD, Api
@@ -33,11 +33,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def session_calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """Count the session loads and saves of aiohttp-session's storages, and every read
-    of a session cookie (`load_cookie`, which all of them go through)."""
+    """Count the session loads and saves of aiohttp-session's storages (ours loads
+    its own way: see CookieStorage), and every read of a session cookie
+    (`load_cookie`, which all of them go through)."""
     calls: Counter[str] = Counter()
     for cls, name in (
         (EncryptedCookieStorage, "load_session"),
+        (CookieStorage, "load_session"),
         (EncryptedCookieStorage, "save_session"),
         (aiohttp_session.AbstractStorage, "load_cookie"),
         (aiohttp_session.AbstractStorage, "new_session"),

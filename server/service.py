@@ -193,6 +193,16 @@ class AuthService:
         except errors.ApiError:
             return None
 
+    async def claims_or_none_async(self, token: str | None) -> AccessClaims | None:
+        """`claims_or_none`, rereading the key file for a key published since the last
+        reload (an admin's fresh token must not count as nobody's)."""
+        if not token:
+            return None
+        try:
+            return await self.authenticate_async(token)
+        except errors.ApiError:
+            return None
+
     # users
 
     async def signup(

@@ -27,7 +27,7 @@ from server.signing_keys import (
 )
 from server.tokens import AccessTokens, UnknownKeyId
 from storage import User
-from tests.conftest import MakeApi, make_settings
+from tests.conftest import MakeApi, make_admin_token, make_settings
 from tests.serverproc import run_cli, server_env
 
 GENERATED = {"secret": ""}
@@ -519,3 +519,26 @@ async def test_the_middleware_rereads_the_key_file_for_an_unknown_kid(
     ).issue(user, sid)
     refused = await api.get("/api/test/user", forged)
     assert (refused.status, (await refused.json())["code"]) == (401, "token_invalid")
+
+
+@pytest.mark.parametrize("backend", ["memory"])
+async def test_signup_rereads_the_key_file_for_an_admin_token_of_an_unknown_kid(
+    make_api: MakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An admin's token signed by a key another instance just published still grants
+    roles at sign-up: the optional token is checked with the same reload, not taken
+    for nobody's."""
+    monkeypatch.setattr(keywatch, "UNKNOWN_KID_GAP", 0.0)
+    api = await make_api(tokens={**GENERATED, "key_reload_interval": 3600})
+    auth = api.app[keys.AUTH]
+    admin_token = await make_admin_token(api.app)
+    claims = auth.access_tokens.verify(admin_token)
+    admin = await auth.storage.get_user(claims.user_id)
+    elsewhere = AccessTokens(auth.settings.tokens, rotate(auth.settings, delay=0))
+    token = elsewhere.issue(admin, claims.session_id)
+    with pytest.raises(UnknownKeyId):
+        auth.access_tokens.verify(token)
+    response = await api.signup("newmod", roles=["moderator"], token=token)
+    assert response.status == 201
+    created = await auth.storage.find_user(username="newmod")
+    assert created is not None and created.roles == ("user", "moderator")

@@ -25,20 +25,20 @@ async def signup(request: web.Request) -> web.Response:
         email=body.email,
         password=body.password,
         roles=body.roles,
-        granted_by=_optional_claims(request),
+        granted_by=await _optional_claims(request),
     )
     return json_ok(
         {"message": "User was registered successfully!", "id": user.id}, status=201
     )
 
 
-def _optional_claims(request: web.Request) -> AccessClaims | None:
+async def _optional_claims(request: web.Request) -> AccessClaims | None:
     """Sign-up is public: a missing, bad or expired token only means "not an admin"."""
     try:
         token = read_access_token(request)
     except ConflictingTokens:
         return None
-    return request.app[keys.AUTH].service.claims_or_none(token)
+    return await request.app[keys.AUTH].service.claims_or_none_async(token)
 
 
 async def signin(request: web.Request) -> web.Response:

@@ -10,7 +10,8 @@ the client having sent `{"type": "reauth", "accessToken": "<newer token>"}`.
     async def live(request):
         socket = await auth.websocket(request)
         async for message in socket:          # text and binary frames; reauth is handled
-            await socket.send_json({"got": message.data})
+            if message.type is WSMsgType.TEXT:
+                await socket.send_json({"got": message.data})
         return socket.response
 
 Each process holds at most `server.max_websockets_per_user` open sockets per user and

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import pytest
 
+from server.purge import purge_once
 from storage import (
     Counter,
     EmailTaken,
@@ -43,6 +44,7 @@ from tests.storage_kit import (
     rotated,
     start_session,
     storage_fixture,  # noqa: F401
+    table_sizes,
     tamper_user,
     token,
     user_with_session,
@@ -598,6 +600,62 @@ async def test_a_long_lived_session_keeps_a_bounded_chain(storage: Storage) -> N
     )
     last = refresh(hashes[1000], token("next"), now, expires_at=10**6)
     await rotated(storage, user, last)
+
+
+async def test_a_purge_pass_deletes_until_nothing_is_left(storage: Storage) -> None:
+    """Issue 9.4: one pass of purge_once, in batches of 3, deletes every expired session
+    with its tokens, every token retired beyond the window and every ended counter,
+    however many batches each needs (the retired tokens need more than the sessions);
+    exactly the live rows are left."""
+    user = make_user()
+    await storage.create_user(user)
+    chain = [token(f"chain{i}") for i in range(11)]
+    await start_session(storage, "long", chain[0], expires_at=10**6)
+    for i in range(10):  # chain[i] retired at 1000 + i
+        request = refresh(chain[i], chain[i + 1], 1000 + i, expires_at=10**6)
+        await rotated(storage, user, request)
+    for n in range(4):
+        await start_session(storage, f"e{n}", token(f"e{n}"), expires_at=100)
+    for n in range(5):
+        await storage.hit_counter(f"c{n}", 10, 0)
+    before = {"sessions": 5, "refresh_tokens": 15, "revocations": 0, "counters": 5}
+    assert await table_sizes(storage) == before
+
+    now = 2007  # the window keeps what was retired at now - REUSE_WINDOW (1007) on
+    result = await purge_once(storage, 3, now=now)
+    assert result == PurgeResult(sessions=4, tokens=4 + 7, other=5)
+    after = {"sessions": 1, "refresh_tokens": 4, "revocations": 0, "counters": 0}
+    assert await table_sizes(storage) == after
+    assert await purge_once(storage, 3, now=now) == PurgeResult()
+    for i in range(7):
+        result = await storage.use_refresh_token(refresh(chain[i], None, now))
+        assert result == RefreshResult(UNKNOWN)
+    await rotated(storage, user, refresh(chain[10], T1, now, expires_at=10**6))
+    result = await storage.use_refresh_token(refresh(chain[7], T2, now))
+    assert result == failed(REUSED, user, "long")  # kept: still detected as reuse
+
+
+async def test_a_purge_pass_ends_while_rows_keep_arriving(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A writer adds a purgeable row before every batch (a clock behind the purge's):
+    the pass stops after `max_batches` batches instead of running forever."""
+    purge_batch = storage.purge_expired
+    arrived = 0
+
+    async def arriving(now: int, batch_size: int) -> PurgeResult:
+        nonlocal arrived
+        arrived += 1
+        await storage.hit_counter(f"late{arrived}", 10, 0)  # ended at 10
+        return await purge_batch(now, batch_size)
+
+    storage.purge_expired = arriving  # type: ignore[method-assign]
+    result = await purge_once(storage, 1, now=100, max_batches=5)
+    assert (result, arrived) == (PurgeResult(other=5), 5)
+    assert (await table_sizes(storage))["counters"] == 0
+    assert [r.getMessage() for r in caplog.records if r.name == "auth.purge"] == [
+        "purge pass stopped after 5 batches; the next pass goes on"
+    ]
 
 
 async def test_secret_is_created_once(storage: Storage) -> None:

@@ -105,10 +105,18 @@ class Storage(ABC):
 
     @abstractmethod
     async def change_password(
-        self, user_id: str, password_hash: str, keep_session_id: str | None, now: int
-    ) -> list[str]:
-        """Set a new password hash and revoke every other live session of the user, in one
-        transaction. Returns the revoked session ids."""
+        self,
+        user_id: str,
+        current_hash: str,
+        password_hash: str,
+        keep_session_id: str | None,
+        now: int,
+    ) -> list[str] | None:
+        """Replace the password hash `current_hash` (the one the caller verified) by
+        `password_hash` and revoke every other live session of the user, in one
+        transaction; the revoked session ids. A compare-and-swap: None, and nothing
+        written, when there is no such user or its hash is no longer `current_hash`, so
+        a check made before a concurrent change never overwrites its newer hash."""
 
     @abstractmethod
     async def delete_user(self, user_id: str, now: int) -> list[str] | None:

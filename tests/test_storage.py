@@ -109,7 +109,7 @@ async def test_lookups_of_unstorable_text_find_nothing(storage: Storage) -> None
     assert await storage.find_user(email="alice@example.com\x00") is None
     assert await storage.get_user("u1\x00") is None
     assert await storage.delete_user("u1\x00", 10) is None
-    assert await storage.change_password("u1\x00", "h", None, 10) == []
+    assert await storage.change_password("u1\x00", "h", "h2", None, 10) is None
     assert await storage.update_user("u1\x00", disabled=True, now=10) is None
     assert await storage.list_sessions("u1\x00", 10) == []
     assert await storage.list_users(10, None, "al\x00") == []
@@ -141,7 +141,7 @@ async def test_usernames_and_emails_are_unique_without_regard_to_case(
 async def test_change_password_revokes_the_other_live_sessions(
     storage: Storage,
 ) -> None:
-    await user_with_session(storage)
+    user = await user_with_session(storage)
     bob = make_user("u2", "bob", "bob@example.com")
     await storage.create_user(bob)
     await start_session(storage, "s2", T2)
@@ -150,9 +150,11 @@ async def test_change_password_revokes_the_other_live_sessions(
     signed_out = await storage.revoke_session(T3, RevokeReason.SIGNOUT, 50)
     assert signed_out == RevokedSession("s3", "u1", was_live=True)
 
-    assert await storage.change_password("u1", "new-hash", "s1", 100) == ["s2"]
-    changed = await storage.get_user("u1")
-    assert changed is not None and changed.password_hash == "new-hash"
+    assert await storage.change_password("u1", "hash-of-u1", "new-hash", "s1", 100) == [
+        "s2"
+    ]
+    changed = replace(user, password_hash="new-hash")
+    assert await storage.get_user("u1") == changed
     assert by_id(await storage.live_revocations(100)) == [
         Revocation("s2", 160),
         Revocation("s3", 110),
@@ -165,11 +167,43 @@ async def test_change_password_revokes_the_other_live_sessions(
     result = await storage.use_refresh_token(refresh(T1, token("t1b"), 101))
     assert result == RefreshResult(ROTATED, changed, "s1", 2000)
 
-    assert await storage.change_password("u1", "newer-hash", None, 200) == ["s1"]
+    assert await storage.change_password("u1", "new-hash", "newer-hash", None, 200) == [
+        "s1"
+    ]
     assert (await storage.get_user("u1")) == User(
         "u1", "alice", "alice@example.com", "newer-hash", ("user",), 1_700_000_000
     )
-    assert await storage.change_password("nobody", "hash", None, 200) == []
+    assert await storage.change_password("nobody", "hash", "h2", None, 200) is None
+
+
+async def test_change_password_swaps_only_the_verified_hash(storage: Storage) -> None:
+    """Issue 16: a change checked against a hash that is no longer the user's (another
+    change came first) writes nothing: the newer hash stays, no session is revoked."""
+    user = await user_with_session(storage)
+    await start_session(storage, "s2", T2)
+    writes = storage.write_transactions
+    assert await storage.change_password("u1", "stale", "mine", "s1", 100) is None
+    assert await storage.get_user("u1") == user
+    assert [s.id for s in await storage.list_sessions("u1", 100)] == ["s2", "s1"]
+    assert await storage.revocations_since(None, 100) == ([], 0)
+    assert storage.write_transactions == writes + 1  # the attempt, rolled back
+
+
+async def test_of_two_concurrent_changes_from_one_hash_one_wins(
+    storage: Storage,
+) -> None:
+    """Both verified hash-of-u1; whichever stores first wins, the other gets None."""
+    user = await user_with_session(storage)
+    await start_session(storage, "s2", T2)
+    results = await asyncio.gather(
+        storage.change_password("u1", user.password_hash, "from-s1", "s1", 100),
+        storage.change_password("u1", user.password_hash, "from-s2", "s2", 100),
+    )
+    winner = 0 if results[0] is not None else 1
+    assert results[1 - winner] is None
+    assert results[winner] == [["s2"], ["s1"]][winner]
+    stored = await storage.get_user("u1")
+    assert stored == replace(user, password_hash=["from-s1", "from-s2"][winner])
 
 
 async def test_delete_user_revokes_its_sessions(storage: Storage) -> None:

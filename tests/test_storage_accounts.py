@@ -48,7 +48,7 @@ async def test_create_session_needs_the_verified_password_hash(
 ) -> None:
     await storage.create_user(make_user())
     stale = NewSession("s1", "u1", T1, 0, 1000)
-    await storage.change_password("u1", "new-hash", None, 5)
+    assert await storage.change_password("u1", "hash-of-u1", "new-hash", None, 5) == []
     before = await storage.list_sessions("u1", 10)
     assert not await storage.create_session(stale, "hash-of-u1")  # verified the old one
     assert await storage.list_sessions("u1", 10) == before == []

@@ -433,7 +433,7 @@ def every_call(store: Storage) -> list[Callable[[], Awaitable[object]]]:
         lambda: store.find_user(email="alice@example.com"),
         lambda: store.list_users(10, None, None),
         lambda: store.update_user("u1", disabled=True, now=5),
-        lambda: store.change_password("u1", "h", None, 5),
+        lambda: store.change_password("u1", "hash-of-u1", "h", None, 5),
         lambda: store.delete_user("u1", 5),
         lambda: store.create_session(session, "hash-of-u1"),
         lambda: store.use_refresh_token(refresh(T1, T2, 5)),

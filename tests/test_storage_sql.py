@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sqlite3
 import stat
 import uuid
@@ -582,6 +583,63 @@ async def test_postgres_away_is_storage_unavailable_then_recovers(kind: str) -> 
         await store.ping()
         await rotated(store, user, refresh(T1, T2, 10))
         assert await store.find_user(username="alice") == user
+
+
+IN_TIME = re.escape(
+    "PostgreSQL: no answer in time (storage.command_timeout, storage.acquire_timeout)"
+)
+
+
+def hanging_postgres(dsn: str, pool_size: int = 10) -> Storage:
+    """A PostgreSQL storage that gives up on a statement after 0.2 s and on getting a
+    connection after 0.2 s."""
+    from storage.postgres import PostgresStorage
+
+    return PostgresStorage(
+        dsn, 60, pool_size=pool_size, command_timeout=0.2, acquire_timeout=0.2
+    )
+
+
+@pytest.mark.parametrize("kind", POSTGRES_ONLY)
+async def test_postgres_statement_timeout_is_storage_unavailable(kind: str) -> None:
+    """A statement that outlives `command_timeout` (a hung database) raises
+    StorageUnavailable instead of waiting, is not run again, and leaves the storage
+    working."""
+    from storage.postgres import PostgresStorage
+    from storage.sqlkit import Ctx, Plan, one
+
+    planned = 0
+
+    def sleeping(c: Ctx) -> Plan[None]:
+        nonlocal planned
+        planned += 1
+        yield one("SELECT pg_sleep(30)")
+
+    async with postgres_schema_dsn() as dsn, opened(hanging_postgres(dsn)) as store:
+        assert isinstance(store, PostgresStorage)
+        user = await user_with_session(store)
+        with pytest.raises(StorageUnavailable, match=IN_TIME):
+            await store._run(sleeping)
+        assert planned == 1
+        assert await store.get_user("u1") == user
+
+
+@pytest.mark.parametrize("kind", POSTGRES_ONLY)
+async def test_postgres_exhausted_pool_is_storage_unavailable(kind: str) -> None:
+    """Every connection busy beyond `acquire_timeout`: StorageUnavailable, and the
+    storage works again once one is free."""
+    from storage.postgres import PostgresStorage
+
+    async with (
+        postgres_schema_dsn() as dsn,
+        opened(hanging_postgres(dsn, pool_size=1)) as store,
+    ):
+        assert isinstance(store, PostgresStorage)
+        user = await user_with_session(store)
+        async with store.pool.acquire():
+            with pytest.raises(StorageUnavailable, match=IN_TIME):
+                await store.get_user("u1")
+        assert await store.get_user("u1") == user
 
 
 def with_application_name(dsn: str, name: str) -> str:

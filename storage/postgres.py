@@ -22,12 +22,13 @@ import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 
 from . import migrations
 from .base import DEFAULT_REUSE_WINDOW
-from .errors import StorageUnavailable
+from .errors import StorageError, StorageUnavailable
 from .sql import SQLStorage
 from .sqlkit import (
     ALL,
@@ -156,6 +157,9 @@ class PostgresStorage(SQLStorage):
         self._listener: asyncio.Task | None = None
 
     async def open(self) -> None:
+        """Raises StorageUnavailable when the server cannot be reached, and
+        StorageError, with one line saying why, for a DSN that cannot work (malformed,
+        unknown database or role, refused password) or a schema it cannot set up."""
         try:
             pool = await asyncpg.create_pool(
                 self.dsn,
@@ -166,8 +170,12 @@ class PostgresStorage(SQLStorage):
             )
         except Exception as exc:
             if _unavailable(exc):
-                raise StorageUnavailable(f"PostgreSQL: {exc}") from exc
-            raise
+                raise StorageUnavailable(
+                    f"PostgreSQL: cannot reach the server: {self._said(exc)}"
+                ) from exc
+            raise StorageError(
+                f"PostgreSQL: cannot connect with storage.dsn: {self._said(exc)}"
+            ) from exc
         self._pool = pool
         try:
             schema = await self._run(_current_schema)
@@ -175,9 +183,23 @@ class PostgresStorage(SQLStorage):
             await self._drive(
                 migrations.migrate(self.ctx), retry=False, seconds=MIGRATION_TIMEOUT
             )
+        except asyncpg.PostgresError as exc:
+            await self.close()
+            raise StorageError(
+                f"PostgreSQL: cannot set up the schema: {self._said(exc)}"
+            ) from exc
         except BaseException:
             await self.close()
             raise
+
+    def _said(self, exc: BaseException) -> str:
+        """The driver's message on one line, never with the DSN's password."""
+        text = " ".join(_reason(exc).split()) or type(exc).__name__
+        with contextlib.suppress(ValueError):
+            password = urlsplit(self.dsn).password
+            if password:
+                text = text.replace(password, "***")
+        return text
 
     async def close(self) -> None:
         listener, self._listener = self._listener, None

@@ -189,15 +189,12 @@ class Storage(ABC):
     # revocations
 
     @abstractmethod
-    async def live_revocations(self, now: int) -> list[Revocation]:
-        """Revoked session ids whose access tokens may still be alive."""
-
-    @abstractmethod
     async def revocations_since(
         self, cursor: int | None, now: int
     ) -> tuple[list[Revocation], int]:
-        """The live revocations recorded after `cursor` (None: all of them, as
-        `live_revocations`), and the cursor to pass next time. Each revocation is
+        """The live revocations (revoked session ids whose access tokens may still be
+        alive at `now`) recorded after `cursor` (None: all of them), and the cursor to
+        pass next time. Each revocation is
         returned by exactly one call of a chain of cursors, however transactions
         commit; the read touches only the new rows."""
 

@@ -302,11 +302,6 @@ class MemoryStorage(Storage):
 
     # revocations
 
-    async def live_revocations(self, now: int) -> list[Revocation]:
-        return [
-            Revocation(sid, until) for _, sid, until in self._revocations if until > now
-        ]
-
     async def revocations_since(
         self, cursor: int | None, now: int
     ) -> tuple[list[Revocation], int]:

@@ -508,13 +508,6 @@ def revoke(
     return ids
 
 
-def live_revocations(c: Ctx, now: int) -> Plan[list[Revocation]]:
-    rows = yield all_rows(
-        c.q("SELECT session_id, keep_until FROM revocations WHERE keep_until > $1"), now
-    )
-    return [Revocation(sid, until) for sid, until in rows]
-
-
 _REVOCATIONS_AFTER = """
     SELECT seq, session_id, keep_until FROM revocations WHERE seq > $1 ORDER BY seq"""
 

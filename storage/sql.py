@@ -157,9 +157,6 @@ class SQLStorage(Storage):
 
     # revocations
 
-    async def live_revocations(self, now: int) -> list[Revocation]:
-        return await self._run(plans.live_revocations, now)
-
     async def revocations_since(
         self, cursor: int | None, now: int
     ) -> tuple[list[Revocation], int]:

@@ -139,6 +139,11 @@ def failed(
     return RefreshResult(outcome, user, session_id)
 
 
+async def live_revocations(store: Storage, now: int) -> list[Revocation]:
+    """Every revocation live at `now`, in the order recorded: a poll's first read."""
+    return (await store.revocations_since(None, now))[0]
+
+
 def by_id(revocations: list[Revocation]) -> list[Revocation]:
     return sorted(revocations, key=lambda r: r.session_id)
 

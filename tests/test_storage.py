@@ -39,6 +39,7 @@ from tests.storage_kit import (
     by_id,
     failed,
     fullwidth,
+    live_revocations,
     make_user,
     refresh,
     rotated,
@@ -155,7 +156,7 @@ async def test_change_password_revokes_the_other_live_sessions(
     ]
     changed = replace(user, password_hash="new-hash")
     assert await storage.get_user("u1") == changed
-    assert by_id(await storage.live_revocations(100)) == [
+    assert by_id(await live_revocations(storage, 100)) == [
         Revocation("s2", 160),
         Revocation("s3", 110),
     ]
@@ -217,7 +218,7 @@ async def test_delete_user_revokes_its_sessions(storage: Storage) -> None:
     assert await storage.find_user(username="alice") is None
     assert await storage.find_user(email="alice@example.com") is None
     assert await storage.delete_user("u1", 101) is None
-    assert by_id(await storage.live_revocations(100)) == [
+    assert by_id(await live_revocations(storage, 100)) == [
         Revocation("s1", 160),
         Revocation("s2", 160),
         Revocation("s3", 110),
@@ -286,7 +287,7 @@ async def test_the_reuse_interval_is_exact(
         assert result == RefreshResult(REPLAYED, user, "s1", 2000)
     else:
         assert result == failed(REUSED, user)
-        assert await storage.live_revocations(int(presented)) == [
+        assert await live_revocations(storage, int(presented)) == [
             Revocation("s1", int(presented) + 60)
         ]
 
@@ -309,12 +310,12 @@ async def test_reuse_once_the_successor_was_presented(storage: Storage) -> None:
     await rotated(storage, user, refresh(T1, T2, 100))
     await rotated(storage, user, refresh(T2, T3, 200))
     assert await storage.use_refresh_token(refresh(T1, T2, 300)) == failed(REUSED, user)
-    assert await storage.live_revocations(300) == [Revocation("s1", 360)]
+    assert await live_revocations(storage, 300) == [Revocation("s1", 360)]
     # The whole family is revoked, and answers REUSED from now on.
     for token_hash, successor in ((T3, token("t4")), (T2, T3), (T1, T2)):
         result = await storage.use_refresh_token(refresh(token_hash, successor, 301))
         assert result == failed(REUSED, user)
-    assert await storage.live_revocations(301) == [Revocation("s1", 360)]
+    assert await live_revocations(storage, 301) == [Revocation("s1", 360)]
 
 
 async def test_strict_rotation_reuse_right_after_the_interval(storage: Storage) -> None:
@@ -323,7 +324,7 @@ async def test_strict_rotation_reuse_right_after_the_interval(storage: Storage) 
     result = await storage.use_refresh_token(refresh(T1, T2, 111, strict=True))
     assert result == failed(REUSED, user)
     assert await storage.use_refresh_token(refresh(T2, T3, 112)) == failed(REUSED, user)
-    assert await storage.live_revocations(112) == [Revocation("s1", 171)]
+    assert await live_revocations(storage, 112) == [Revocation("s1", 171)]
 
 
 async def test_signed_out_session_answers_revoked(storage: Storage) -> None:
@@ -371,7 +372,7 @@ async def test_rotation_off_does_not_revive_a_retired_token(storage: Storage) ->
     assert await storage.use_refresh_token(refresh(T2, None, 102)) == failed(
         REUSED, user
     )
-    assert await storage.live_revocations(102) == [Revocation("s1", 161)]
+    assert await live_revocations(storage, 102) == [Revocation("s1", 161)]
 
 
 async def test_session_of_a_deleted_user_row_is_revoked(storage: Storage) -> None:
@@ -381,11 +382,11 @@ async def test_session_of_a_deleted_user_row_is_revoked(storage: Storage) -> Non
     await tamper_user(storage, "u1", delete=True)
     result = await storage.use_refresh_token(refresh(T1, T2, 100))
     assert result == failed(REVOKED, None)
-    assert await storage.live_revocations(100) == [Revocation("s1", 160)]
+    assert await live_revocations(storage, 100) == [Revocation("s1", 160)]
     assert await storage.use_refresh_token(refresh(T1, T2, 130)) == failed(
         REVOKED, None
     )
-    assert await storage.live_revocations(130) == [Revocation("s1", 160)]
+    assert await live_revocations(storage, 130) == [Revocation("s1", 160)]
 
 
 async def test_session_of_a_disabled_user_is_revoked(storage: Storage) -> None:
@@ -394,7 +395,7 @@ async def test_session_of_a_disabled_user_is_revoked(storage: Storage) -> None:
     disabled = replace(user, disabled=True)
     result = await storage.use_refresh_token(refresh(T1, T2, 100))
     assert result == failed(REVOKED, disabled)
-    assert await storage.live_revocations(100) == [Revocation("s1", 160)]
+    assert await live_revocations(storage, 100) == [Revocation("s1", 160)]
     assert await storage.use_refresh_token(refresh(T1, None, 101)) == failed(
         REVOKED, disabled
     )
@@ -459,27 +460,27 @@ async def test_revoke_session_is_idempotent(storage: Storage) -> None:
     assert await storage.revoke_session(T2, RevokeReason.SIGNOUT, 100) == live
     again = await storage.revoke_session(T1, RevokeReason.REUSE, 130)
     assert again == RevokedSession("s1", "u1", was_live=False)  # changes nothing
-    assert await storage.live_revocations(130) == [Revocation("s1", 160)]
+    assert await live_revocations(storage, 130) == [Revocation("s1", 160)]
     assert await storage.use_refresh_token(refresh(T2, T3, 131)) == failed(
         REVOKED, user
     )
 
 
-async def test_live_revocations_keep_until_the_access_tokens_are_dead(
+async def test_revocations_are_kept_until_the_access_tokens_are_dead(
     storage: Storage,
 ) -> None:
     await user_with_session(storage)
     await start_session(storage, "s2", T2)
     await start_session(storage, "s3", T3)
-    assert await storage.live_revocations(0) == []
+    assert await live_revocations(storage, 0) == []
     await storage.revoke_session(T1, RevokeReason.SIGNOUT, 100)
     await storage.revoke_session(T2, RevokeReason.SIGNOUT, 150)
-    assert by_id(await storage.live_revocations(120)) == [
+    assert by_id(await live_revocations(storage, 120)) == [
         Revocation("s1", 160),
         Revocation("s2", 210),
     ]
-    assert await storage.live_revocations(160) == [Revocation("s2", 210)]
-    assert await storage.live_revocations(210) == []
+    assert await live_revocations(storage, 160) == [Revocation("s2", 210)]
+    assert await live_revocations(storage, 210) == []
 
 
 async def test_revocations_since_returns_only_new_rows(storage: Storage) -> None:
@@ -588,7 +589,7 @@ async def test_purge_deletes_in_batches(storage: Storage) -> None:
         for token_hash in (token(sid), token(sid + "b")):
             result = await storage.use_refresh_token(refresh(token_hash, T3, 500))
             assert result == RefreshResult(UNKNOWN)
-    assert await storage.live_revocations(500) == [Revocation("s1", 540)]
+    assert await live_revocations(storage, 500) == [Revocation("s1", 540)]
     assert await storage.read_counter("new", 500) == Counter(1, 550)
     result = await storage.use_refresh_token(refresh(T1, T3, 500))
     assert result == failed(REVOKED, user)

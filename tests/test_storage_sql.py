@@ -321,7 +321,6 @@ async def test_a_version_1_database_upgrades_in_place(
         ]
         replay = await store.use_refresh_token(refresh(T1, T2, 210, strict=True))
         assert replay == RefreshResult(REPLAYED, alice, "s1", 2000)
-        assert await store.live_revocations(200) == [Revocation("s2", 210)]
         assert await store.revocations_since(None, 200) == (
             [Revocation("s2", 210)],
             1,
@@ -442,7 +441,6 @@ def every_call(store: Storage) -> list[Callable[[], Awaitable[object]]]:
         lambda: store.list_sessions("u1", 5),
         lambda: store.revoke_user_session("u1", "s1", signout, 5),
         lambda: store.revoke_other_sessions("u1", None, signout, 5),
-        lambda: store.live_revocations(5),
         lambda: store.revocations_since(None, 5),
         lambda: store.hit_counter("k", 60, 5),
         lambda: store.refund_counter("k", 5),

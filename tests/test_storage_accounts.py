@@ -203,29 +203,44 @@ async def test_list_users_search(storage: Storage) -> None:
 async def test_pagination_visits_every_user_once_during_sign_ups(
     storage: Storage,
 ) -> None:
-    """Keyset pages ordered by (created_at, id): users signing up meanwhile (some in
-    the same second as the page boundary) neither repeat nor hide existing ones."""
-    existing = [numbered(n) for n in range(0, 60, 2)]
-    for user in existing:
-        await storage.create_user(user)
+    """Keyset pages ordered by (created_at, id), with users signing up between pages,
+    concurrently with each other: in the page boundary's second before the boundary
+    (never listed: already passed), in that second after it, and in a later second
+    (both listed). Every user that existed throughout is listed exactly once, in
+    order. Positions are chosen, not left to timing or to the clock."""
+    for n in range(0, 30, 2):  # 15 users, id000 to id028, 3 to a second
+        await storage.create_user(numbered(n))
     seen: list[str] = []
-    after = None
-    newcomers = iter(range(1, 200, 2))
-
-    async def sign_up_some() -> None:
-        for _ in range(3):
-            await storage.create_user(numbered(next(newcomers)))
-
-    while True:
-        page, _ = await asyncio.gather(
-            storage.list_users(4, after, None), sign_up_some()
-        )
-        if not page:
-            break
+    after: tuple[int, str] | None = None
+    pages = 0
+    while page := await storage.list_users(4, after, None):
         seen += [u.id for u in page]
         after = (page[-1].created_at, page[-1].id)
-    assert len(seen) == len(set(seen))
-    assert {u.id for u in existing} <= set(seen)
+        pages += 1
+        if pages <= 3:
+            second, boundary = after
+            await asyncio.gather(
+                *(
+                    storage.create_user(
+                        make_user(i, i, f"{i}@example.com", created_at=t)
+                    )
+                    for i, t in (
+                        (f"a{pages}", second),  # before the boundary: passed
+                        (f"{boundary}z", second),  # same second, after it
+                        (f"late{pages}", CREATED + 100),
+                    )
+                )
+            )
+    assert seen == [
+        *("id000", "id002", "id004", "id006"),  # a1 signs up before id006
+        *("id006z", "id008", "id010", "id012"),  # a2 before id012
+        *("id012z", "id014", "id016", "id018"),  # a3 before id018
+        *("id018z", "id020", "id022", "id024"),
+        *("id026", "id028", "late1", "late2"),
+        "late3",
+    ]
+    everyone = [u.id for u in await storage.list_users(100, None, None)]
+    assert sorted(everyone) == sorted([*seen, "a1", "a2", "a3"])
 
 
 # administering users

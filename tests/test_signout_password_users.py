@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from typing import Any
 
 import pytest
 
-from server import keys
+from server import clock, keys
 from tests.conftest import PASSWORD, Api, expect_error, make_admin_token
 
 SIGNED_OUT = {"message": "You've been signed out!"}
@@ -155,8 +154,9 @@ async def test_password_change_needs_a_token(api: Api) -> None:
     await expect_error(response, 403, "No token provided!", "token_missing")
 
 
-async def test_me(api: Api) -> None:
-    before = int(time.time())
+async def test_me(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    created = clock.epoch()
+    monkeypatch.setattr(clock, "now", lambda: float(created))  # held: exact times
     signed_in = await api.user("alice", roles=["moderator"])
     response = await api.get("/api/users/me", signed_in["accessToken"])
     body = await response.json()
@@ -165,11 +165,7 @@ async def test_me(api: Api) -> None:
     assert (body["username"], body["email"]) == ("alice", "alice@example.com")
     assert body["roles"] == ["ROLE_USER", "ROLE_MODERATOR"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", body["createdAt"])
-    created = (
-        time.mktime(time.strptime(body["createdAt"], "%Y-%m-%dT%H:%M:%SZ"))
-        - time.timezone
-    )
-    assert before - 1 <= created <= time.time() + 1
+    assert body["createdAt"] == clock.iso_utc(created)
     assert set(body) == {"id", "username", "email", "roles", "disabled", "createdAt"}
 
 

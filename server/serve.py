@@ -3,8 +3,9 @@
 connection cap and error answers.
 
 Before anything listens, `serve` checks what would otherwise fail in every worker: the
-memory backend with several workers, an unusable key file (one clear line and exit 1,
-never a traceback or a process that neither serves nor exits), a taken port.
+memory backend with several workers, an unusable key file or storage (one clear line
+and exit 1, never a traceback or a process that neither serves nor exits), a taken
+port.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import signal
 import socket
 
 from aiohttp.http_exceptions import HttpProcessingError
+
+from storage import create_storage
 
 from . import signing_keys
 from .app import create_app
@@ -40,6 +43,8 @@ def serve(settings: Settings) -> None:
     presence = signing_keys.announce_presence(settings)  # held while serving
     try:
         signing_keys.load_key_ring(settings)  # refuse a bad key file now, once
+        if server.workers > 1:  # one line now, not one per worker under gunicorn
+            asyncio.run(_check_storage(settings))
         limits = EdgeLimits.from_settings(server)
         sockets = _listen(settings)
         if server.workers == 1:
@@ -56,6 +61,14 @@ def serve(settings: Settings) -> None:
                 run_workers(settings, sockets, limits)
     finally:
         presence.close()
+
+
+async def _check_storage(settings: Settings) -> None:
+    """Open and close the storage once: a bad DSN or an unreachable database raises
+    its one-line StorageError before any worker starts."""
+    storage = create_storage(settings)
+    await storage.open()
+    await storage.close()
 
 
 def _listen(settings: Settings) -> list[socket.socket]:

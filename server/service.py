@@ -507,7 +507,9 @@ class AuthService:
         self, caller: Caller, claims: AccessClaims, current: str, new: str
     ) -> None:
         """Set a new password and revoke every other session of the user. A wrong
-        current password is limited like a failed sign-in."""
+        current password is limited like a failed sign-in. The hash is stored only if
+        it is still the one checked: of two changes racing from the same password, the
+        later write is refused as a wrong current password (it is no longer current)."""
         self._check_new_password(new, "newPassword")
         user = await self.current_user(claims)
         name = login_key(USERNAME, user.username)  # guesses share sign-in's budget
@@ -530,8 +532,11 @@ class AuthService:
                 caller, new, [user.username, user.email], "newPassword", hashing
             )
         revoked = await self.storage.change_password(
-            user.id, new_hash, claims.session_id, _now()
+            user.id, user.password_hash, new_hash, claims.session_id, _now()
         )
+        if revoked is None:
+            await self._password_changed_meanwhile(caller, claims)
+            raise errors.wrong_current_password()
         self.remember_revoked(revoked)
         self._event(
             "password_changed",
@@ -540,6 +545,21 @@ class AuthService:
             session_id=claims.session_id,
             revoked_sessions=len(revoked),
         )
+
+    async def _password_changed_meanwhile(
+        self, caller: Caller, claims: AccessClaims
+    ) -> None:
+        """The checked hash was replaced (or the user deleted) before ours was stored:
+        logged as a failed change; a deleted user's token is `token_revoked`."""
+        self._event(
+            "password_change_failed",
+            caller,
+            level=logging.WARNING,
+            user_id=claims.user_id,
+            session_id=claims.session_id,
+            reason="changed_meanwhile",
+        )
+        await self.current_user(claims)
 
     def _known_revoked(self, session_id: str | None) -> bool:
         """Whether this process already knew the session to be revoked (by itself or,

@@ -101,6 +101,8 @@ class StorageSettings:
     path: str = setting("data/auth.db", NON_EMPTY)
     dsn: str = setting("", DSN_RULE)
     pool_size: int = setting(10, between(1, 1000))
+    command_timeout: float = setting(10.0, between(0.1, 3600))
+    acquire_timeout: float = setting(5.0, between(0.1, 3600))
 
     @property
     def data_dir(self) -> Path:

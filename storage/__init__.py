@@ -78,6 +78,8 @@ def create_storage(settings: Settings) -> Storage:
             ttl,
             reuse_window=window,
             pool_size=settings.storage.pool_size,
+            command_timeout=settings.storage.command_timeout,
+            acquire_timeout=settings.storage.acquire_timeout,
         )
     from .sqlite import SQLiteStorage
 

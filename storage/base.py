@@ -105,10 +105,18 @@ class Storage(ABC):
 
     @abstractmethod
     async def change_password(
-        self, user_id: str, password_hash: str, keep_session_id: str | None, now: int
-    ) -> list[str]:
-        """Set a new password hash and revoke every other live session of the user, in one
-        transaction. Returns the revoked session ids."""
+        self,
+        user_id: str,
+        current_hash: str,
+        password_hash: str,
+        keep_session_id: str | None,
+        now: int,
+    ) -> list[str] | None:
+        """Replace the password hash `current_hash` (the one the caller verified) by
+        `password_hash` and revoke every other live session of the user, in one
+        transaction; the revoked session ids. A compare-and-swap: None, and nothing
+        written, when there is no such user or its hash is no longer `current_hash`, so
+        a check made before a concurrent change never overwrites its newer hash."""
 
     @abstractmethod
     async def delete_user(self, user_id: str, now: int) -> list[str] | None:
@@ -181,15 +189,12 @@ class Storage(ABC):
     # revocations
 
     @abstractmethod
-    async def live_revocations(self, now: int) -> list[Revocation]:
-        """Revoked session ids whose access tokens may still be alive."""
-
-    @abstractmethod
     async def revocations_since(
         self, cursor: int | None, now: int
     ) -> tuple[list[Revocation], int]:
-        """The live revocations recorded after `cursor` (None: all of them, as
-        `live_revocations`), and the cursor to pass next time. Each revocation is
+        """The live revocations (revoked session ids whose access tokens may still be
+        alive at `now`) recorded after `cursor` (None: all of them), and the cursor to
+        pass next time. Each revocation is
         returned by exactly one call of a chain of cursors, however transactions
         commit; the read touches only the new rows."""
 

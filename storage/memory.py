@@ -149,12 +149,17 @@ class MemoryStorage(Storage):
             raise LastAdmin()
 
     async def change_password(
-        self, user_id: str, password_hash: str, keep_session_id: str | None, now: int
-    ) -> list[str]:
+        self,
+        user_id: str,
+        current_hash: str,
+        password_hash: str,
+        keep_session_id: str | None,
+        now: int,
+    ) -> list[str] | None:
         self._wrote()
         user = self._users.get(user_id)
-        if user is None:
-            return []
+        if user is None or user.password_hash != current_hash:
+            return None
         self._users[user_id] = replace(user, password_hash=password_hash)
         return self._revoke_user(
             user_id, keep_session_id, RevokeReason.PASSWORD_CHANGE, now
@@ -296,11 +301,6 @@ class MemoryStorage(Storage):
         return self._revoke(others, reason, now)
 
     # revocations
-
-    async def live_revocations(self, now: int) -> list[Revocation]:
-        return [
-            Revocation(sid, until) for _, sid, until in self._revocations if until > now
-        ]
 
     async def revocations_since(
         self, cursor: int | None, now: int

@@ -240,17 +240,26 @@ def update_user(
     return UserUpdate(changed, revoked)
 
 
+# Conditional on the verified hash. On PostgreSQL an UPDATE that waited for a
+# concurrent change of the row re-checks its WHERE on the new row, so of two changes
+# that verified the same hash exactly one matches.
+_SWAP_PASSWORD = (
+    "UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2"
+)
+
+
 def change_password(
-    c: Ctx, user_id: str, password_hash: str, keep_session_id: str | None, now: int
-) -> Plan[list[str]]:
+    c: Ctx,
+    user_id: str,
+    current_hash: str,
+    password_hash: str,
+    keep_session_id: str | None,
+    now: int,
+) -> Plan[list[str] | None]:
     yield BEGIN
-    changed = yield run(
-        c.q("UPDATE users SET password_hash = $2 WHERE id = $1"),
-        user_id,
-        password_hash,
-    )
+    changed = yield run(c.q(_SWAP_PASSWORD), user_id, current_hash, password_hash)
     if not changed:
-        return []
+        return None
     return (
         yield from revoke_user_sessions(
             c, user_id, keep_session_id, RevokeReason.PASSWORD_CHANGE, now
@@ -497,13 +506,6 @@ def revoke(
         if c.dialect.notify:
             yield one(c.dialect.notify, c.channel)
     return ids
-
-
-def live_revocations(c: Ctx, now: int) -> Plan[list[Revocation]]:
-    rows = yield all_rows(
-        c.q("SELECT session_id, keep_until FROM revocations WHERE keep_until > $1"), now
-    )
-    return [Revocation(sid, until) for sid, until in rows]
 
 
 _REVOCATIONS_AFTER = """

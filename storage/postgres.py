@@ -8,6 +8,11 @@ becomes StorageUnavailable; the pool replaces dead connections on the next acqui
 plan whose first statement (a read, or BEGIN) fails on a connection that died while idle
 in the pool is tried once more on a fresh one (nothing of it ran). The listener
 reconnects by itself.
+
+A hung database is unavailable too: a statement gets `command_timeout` seconds and
+getting a connection `acquire_timeout` seconds, then the call raises StorageUnavailable
+(and is not retried: the database is slow, not the connection dead). Migrations at
+start get MIGRATION_TIMEOUT per statement, as rewriting a big table may take long.
 """
 
 from __future__ import annotations
@@ -17,12 +22,13 @@ import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 
 from . import migrations
 from .base import DEFAULT_REUSE_WINDOW
-from .errors import StorageUnavailable
+from .errors import StorageError, StorageUnavailable
 from .sql import SQLStorage
 from .sqlkit import (
     ALL,
@@ -51,6 +57,7 @@ _LOCK_KEYS = {
 CHANNEL_PREFIX = "auth_revocations:"
 LISTEN_RETRY_MAX = 5.0
 LISTEN_CHECK = 10.0  # seconds between liveness checks of an idle listener
+MIGRATION_TIMEOUT = 3600.0
 
 
 def _storable(text: str) -> bool:
@@ -112,6 +119,18 @@ def _unavailable(exc: BaseException) -> bool:
     return False
 
 
+def _dead_connection(exc: BaseException) -> bool:
+    """Unavailable, but not because a statement ran out of time (a hung database would
+    only make the retry wait as long again)."""
+    return _unavailable(exc) and not isinstance(exc, asyncio.TimeoutError)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "no answer in time (storage.command_timeout, storage.acquire_timeout)"
+    return str(exc)
+
+
 class _Retry(Exception):
     """The plan's first statement failed on a dead connection: nothing of it ran."""
 
@@ -126,30 +145,61 @@ class PostgresStorage(SQLStorage):
         *,
         reuse_window: int = DEFAULT_REUSE_WINDOW,
         pool_size: int = 10,
+        command_timeout: float = 10.0,
+        acquire_timeout: float = 5.0,
     ) -> None:
         super().__init__(revocation_ttl, reuse_window=reuse_window)
         self.dsn = dsn
         self.pool_size = pool_size
+        self.command_timeout = command_timeout
+        self.acquire_timeout = acquire_timeout
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncio.Task | None = None
 
     async def open(self) -> None:
+        """Raises StorageUnavailable when the server cannot be reached, and
+        StorageError, with one line saying why, for a DSN that cannot work (malformed,
+        unknown database or role, refused password) or a schema it cannot set up."""
         try:
             pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=self.pool_size
+                self.dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                command_timeout=self.command_timeout,
+                timeout=self.acquire_timeout,  # to open each connection
             )
         except Exception as exc:
             if _unavailable(exc):
-                raise StorageUnavailable(f"PostgreSQL: {exc}") from exc
-            raise
+                raise StorageUnavailable(
+                    f"PostgreSQL: cannot reach the server: {self._said(exc)}"
+                ) from exc
+            raise StorageError(
+                f"PostgreSQL: cannot connect with storage.dsn: {self._said(exc)}"
+            ) from exc
         self._pool = pool
         try:
             schema = await self._run(_current_schema)
             self.ctx.channel = (CHANNEL_PREFIX + schema)[:63]
-            await self._run(migrations.migrate)
+            await self._drive(
+                migrations.migrate(self.ctx), retry=False, seconds=MIGRATION_TIMEOUT
+            )
+        except asyncpg.PostgresError as exc:
+            await self.close()
+            raise StorageError(
+                f"PostgreSQL: cannot set up the schema: {self._said(exc)}"
+            ) from exc
         except BaseException:
             await self.close()
             raise
+
+    def _said(self, exc: BaseException) -> str:
+        """The driver's message on one line, never with the DSN's password."""
+        text = " ".join(_reason(exc).split()) or type(exc).__name__
+        with contextlib.suppress(ValueError):
+            password = urlsplit(self.dsn).password
+            if password:
+                text = text.replace(password, "***")
+        return text
 
     async def close(self) -> None:
         listener, self._listener = self._listener, None
@@ -181,18 +231,24 @@ class PostgresStorage(SQLStorage):
         except _Retry as again:
             raise StorageUnavailable(f"PostgreSQL: {again.__cause__}") from again
 
-    async def _drive(self, plan: Plan[T], *, retry: bool = True) -> T:
+    async def _drive(
+        self, plan: Plan[T], *, retry: bool = True, seconds: float | None = None
+    ) -> T:
+        """Run `plan` on a pooled connection; `seconds` replaces `command_timeout` for
+        its statements."""
         if self._pool is None:
             raise StorageUnavailable("the PostgreSQL storage is not open")
         try:
-            async with self._pool.acquire() as conn:
-                return await self._drive_on(conn, plan, retry)
+            async with self._pool.acquire(timeout=self.acquire_timeout) as conn:
+                return await self._drive_on(conn, plan, retry, seconds)
         except Exception as exc:
             if _unavailable(exc):
-                raise StorageUnavailable(f"PostgreSQL: {exc}") from exc
+                raise StorageUnavailable(f"PostgreSQL: {_reason(exc)}") from exc
             raise
 
-    async def _drive_on(self, conn: Any, plan: Plan[T], retry: bool) -> T:
+    async def _drive_on(
+        self, conn: Any, plan: Plan[T], retry: bool, seconds: float | None
+    ) -> T:
         transaction = None
         first = True  # a failure now leaves nothing done: the plan may run again
         try:
@@ -208,9 +264,9 @@ class PostgresStorage(SQLStorage):
                         self.write_transactions += 1
                         first, result = False, None
                     else:
-                        result = await _execute(conn, op)
+                        result = await _execute(conn, op, seconds)
                 except Exception as exc:
-                    if retry and first and _unavailable(exc):
+                    if retry and first and _dead_connection(exc):
                         raise _Retry() from exc
                     raise
                 first = False
@@ -243,7 +299,7 @@ class PostgresStorage(SQLStorage):
         while True:
             conn = None
             try:
-                conn = await asyncpg.connect(self.dsn)
+                conn = await asyncpg.connect(self.dsn, timeout=self.acquire_timeout)
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await conn.add_listener(self.ctx.channel, lambda *_: notify())
@@ -278,17 +334,19 @@ def _current_schema(c: Any) -> Plan[str]:
     return schema
 
 
-async def _execute(conn: Any, op: Op) -> Any:
+async def _execute(conn: Any, op: Op, seconds: float | None) -> Any:
+    """One statement, given `seconds` (None: the pool's command_timeout)."""
     kind = op.kind
     if kind == ONE:
-        return await conn.fetchrow(op.sql, *op.args)
+        return await conn.fetchrow(op.sql, *op.args, timeout=seconds)
     if kind == ALL:
-        return await conn.fetch(op.sql, *op.args)
+        return await conn.fetch(op.sql, *op.args, timeout=seconds)
     if kind == RUN:
-        status = await conn.execute(op.sql, *op.args)  # "UPDATE 3", "CREATE TABLE"
+        # "UPDATE 3", "CREATE TABLE"
+        status = await conn.execute(op.sql, *op.args, timeout=seconds)
         count = status.rpartition(" ")[2]
         return int(count) if count.isdigit() else 0
     if kind == MANY:
-        await conn.executemany(op.sql, op.args)
+        await conn.executemany(op.sql, op.args, timeout=seconds)
         return None
     raise ValueError(f"unknown operation {kind!r}")

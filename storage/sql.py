@@ -94,12 +94,22 @@ class SQLStorage(Storage):
         return await self._run(plans.update_user, user_id, roles, disabled, now)
 
     async def change_password(
-        self, user_id: str, password_hash: str, keep_session_id: str | None, now: int
-    ) -> list[str]:
-        if not self._storable(user_id, keep_session_id):
-            return []
+        self,
+        user_id: str,
+        current_hash: str,
+        password_hash: str,
+        keep_session_id: str | None,
+        now: int,
+    ) -> list[str] | None:
+        if not self._storable(user_id, current_hash, keep_session_id):
+            return None
         return await self._run(
-            plans.change_password, user_id, password_hash, keep_session_id, now
+            plans.change_password,
+            user_id,
+            current_hash,
+            password_hash,
+            keep_session_id,
+            now,
         )
 
     async def delete_user(self, user_id: str, now: int) -> list[str] | None:
@@ -146,9 +156,6 @@ class SQLStorage(Storage):
         )
 
     # revocations
-
-    async def live_revocations(self, now: int) -> list[Revocation]:
-        return await self._run(plans.live_revocations, now)
 
     async def revocations_since(
         self, cursor: int | None, now: int

@@ -139,6 +139,11 @@ def failed(
     return RefreshResult(outcome, user, session_id)
 
 
+async def live_revocations(store: Storage, now: int) -> list[Revocation]:
+    """Every revocation live at `now`, in the order recorded: a poll's first read."""
+    return (await store.revocations_since(None, now))[0]
+
+
 def by_id(revocations: list[Revocation]) -> list[Revocation]:
     return sorted(revocations, key=lambda r: r.session_id)
 
@@ -185,3 +190,19 @@ async def tamper_user(store: Storage, user_id: str, *, delete: bool = False) -> 
         await run_sql(store, "DELETE FROM users WHERE id = $1", user_id)
     else:
         await run_sql(store, "UPDATE users SET disabled = TRUE WHERE id = $1", user_id)
+
+
+TABLES = ("sessions", "refresh_tokens", "revocations", "counters")
+
+
+async def table_sizes(store: Storage) -> dict[str, int]:
+    """How many rows each table holds: what a purge left, counted on any backend."""
+    from storage.memory import MemoryStorage
+
+    if isinstance(store, MemoryStorage):
+        held = (store._sessions, store._tokens, store._revocations, store._counters)
+        return {table: len(rows) for table, rows in zip(TABLES, held, strict=True)}
+    return {
+        table: (await run_sql(store, f"SELECT COUNT(*) FROM {table}"))[0][0]
+        for table in TABLES
+    }

@@ -227,39 +227,54 @@ async def test_bad_cursors_and_repeats_are_validation_errors(api: Api) -> None:
 
 
 async def test_paging_visits_every_user_once_under_concurrent_signups(
-    api: Api,
+    api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Sign-ups land before, among (same second, any id) and after the pages being
-    read: every user that existed throughout is listed exactly once, in order, and
-    nobody twice."""
+    """Between pages, sign-ups land concurrently in the boundary's second (before or
+    after the boundary, as their random ids fall) and in a later second. The server's
+    clock is held, so where each lands is known, not left to timing: the pages list
+    exactly the users that existed throughout plus those that landed after the
+    boundary, each once and in order."""
     admin = await make_admin_token(api.app)
-    now = clock.epoch()
-    existing = await add_users(api, 20, now, "tie") + await add_users(
-        api, 10, now - 1, "old"
+    second = clock.epoch()
+    frozen = [float(second)]
+    monkeypatch.setattr(clock, "now", lambda: frozen[0])
+    existing = await add_users(api, 10, second - 1, "old") + await add_users(
+        api, 20, second, "tie"
     )
-    counter = iter(range(1000))
+    position = {"admin-id": (0, "admin-id")} | {
+        u.id: (u.created_at, u.id) for u in existing
+    }
+    listed = ["admin-id", *(u.id for u in existing)]  # what the pages must show
+    names = iter(range(1000))
 
-    async def sign_up() -> None:
-        response = await api.signup(f"new{next(counter)}")
-        assert response.status == 201, await response.text()
+    async def sign_up(at: int, boundary: tuple[int, str]) -> None:
+        response = await api.signup(f"new{next(names)}")
+        body = await response.json()
+        assert response.status == 201, body
+        position[body["id"]] = (at, body["id"])
+        if position[body["id"]] > boundary:
+            listed.append(body["id"])
 
-    seen: list[dict[str, Any]] = []
+    seen: list[str] = []
     cursor = ""
-    while True:
-        body, *_ = await asyncio.gather(
-            page(api, admin, f"?limit=4&cursor={cursor}"), sign_up(), sign_up()
-        )
-        seen += body["users"]
+    for pages in range(1, 100):
+        body = await page(api, admin, f"?limit=4&cursor={cursor}")
+        seen += [u["id"] for u in body["users"]]
         if body["next"] is None:
             break
         cursor = body["next"]
-    ids = [u["id"] for u in seen]
-    assert len(ids) == len(set(ids))
-    assert {u.id for u in existing} | {"admin-id"} <= set(ids)
-    order = [(u["createdAt"], u["id"]) for u in seen]
-    assert order == sorted(order)
+        if pages <= 6:
+            boundary = position[seen[-1]]
+            frozen[0] = second
+            await asyncio.gather(sign_up(second, boundary), sign_up(second, boundary))
+            frozen[0] = second + 1
+            await sign_up(second + 1, boundary)
+    assert seen == sorted(listed, key=position.__getitem__)
+    assert len(position) == 1 + 30 + 3 * 6
     everyone = await page(api, admin, "?limit=100")
-    assert len(everyone["users"]) == 1 + len(existing) + next(counter)
+    assert [u["id"] for u in everyone["users"]] == sorted(
+        position, key=position.__getitem__
+    )
 
 
 async def test_the_admin_routes_need_the_admin_role(api: Api) -> None:

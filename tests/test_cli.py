@@ -7,10 +7,14 @@ import json
 import stat
 import time
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import jwt
+import pytest
 
-from tests.serverproc import ServerProcess, run_cli, server_env
+from tests.backends import POSTGRES_DSN
+from tests.serverproc import ServerProcess, free_port, run_cli, server_env
 
 PASSWORD = "a long admin passphrase"
 
@@ -137,3 +141,62 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
     assert result.stderr.strip().endswith(
         f"error: cannot listen on 127.0.0.1:{server.port}: Address already in use"
     )
+
+
+def _bad_dsns() -> list[Any]:
+    """(DSN, the one line `run.py` must print); those naming a database or a role need
+    the test PostgreSQL server."""
+    closed = free_port()  # nothing listens there
+    needs_server = pytest.mark.skipif(
+        not POSTGRES_DSN,
+        reason="AUTH_TEST_POSTGRES_DSN is not set: PostgreSQL tests skipped",
+    )
+    server = urlsplit(POSTGRES_DSN or "postgresql://postgres@127.0.0.1:5432/x")
+    cannot = "error: PostgreSQL: cannot connect with storage.dsn:"
+    return [
+        pytest.param(
+            "postgresql://[bad/x", f"{cannot} Invalid IPv6 URL", id="malformed"
+        ),
+        pytest.param(
+            "postgresql://postgres@127.0.0.1:99999/x",
+            f"{cannot} connect(): port must be 0-65535.",
+            id="port-out-of-range",
+        ),
+        pytest.param(
+            f"postgresql://postgres@127.0.0.1:{closed}/x",
+            "error: PostgreSQL: cannot reach the server: [Errno 111] Connect call "
+            f"failed ('127.0.0.1', {closed})",
+            id="unreachable",
+        ),
+        pytest.param(
+            urlunsplit(server._replace(path="/no_such_database")),
+            f'{cannot} database "no_such_database" does not exist',
+            id="unknown-database",
+            marks=needs_server,
+        ),
+        pytest.param(
+            urlunsplit(
+                server._replace(netloc=f"no_such_role:s3cret@{server.hostname}")
+            ),
+            f'{cannot} role "no_such_role" does not exist',
+            id="unknown-role",
+            marks=needs_server,
+        ),
+    ]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize(("dsn", "said"), _bad_dsns())
+def test_a_bad_postgres_dsn_stops_the_server_with_one_line(
+    tmp_path: Path, dsn: str, said: str, workers: str
+) -> None:
+    """Issue 14: no traceback, no worker boot loop: one line naming storage.dsn and why,
+    and exit status 1, with one process or several."""
+    env = server_env(
+        tmp_path,
+        AUTH_STORAGE_BACKEND="postgres",
+        AUTH_STORAGE_DSN=dsn,
+        AUTH_SERVER_PORT=str(free_port()),
+    )
+    stopped = run_cli(["serve", "--workers", workers], env)
+    assert (stopped.returncode, stopped.stdout, stopped.stderr) == (1, "", said + "\n")

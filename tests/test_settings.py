@@ -77,6 +77,8 @@ INVALID = [
         "must be empty or a postgresql:// URL",
     ),
     ("storage", "pool_size", "0", "must be between 1 and 1000, not 0"),
+    ("storage", "command_timeout", "0", "must be between 0.1 and 3600, not 0.0"),
+    ("storage", "acquire_timeout", "-1", "must be between 0.1 and 3600, not -1.0"),
     (
         "tokens",
         "algorithm",

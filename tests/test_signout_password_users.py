@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-import time
+from typing import Any
 
 import pytest
 
+from server import clock, keys
 from tests.conftest import PASSWORD, Api, expect_error, make_admin_token
 
 SIGNED_OUT = {"message": "You've been signed out!"}
@@ -94,6 +96,47 @@ async def test_wrong_current_password_is_400_not_401(api: Api) -> None:
     assert (await api.signin("alice")).status == 200
 
 
+async def test_a_stale_check_cannot_overwrite_a_newer_password(api: Api) -> None:
+    """Issue 16: change A has verified the current password and is held before its
+    write while change B, from the same password, completes. A's write is refused as a
+    wrong current password (it no longer is current); B's password stands."""
+    first = await api.user("alice")
+    second = await (await api.signin("alice")).json()
+    storage = api.app[keys.AUTH].storage
+    store_change = storage.change_password
+    checked, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_first(*args: Any) -> list[str] | None:
+        if not checked.is_set():
+            checked.set()
+            await release.wait()
+        return await store_change(*args)
+
+    storage.change_password = hold_the_first  # type: ignore[method-assign]
+    held = asyncio.ensure_future(
+        change(api, first["accessToken"], PASSWORD, "the first new passphrase")
+    )
+    await checked.wait()
+    done = await change(api, second["accessToken"], PASSWORD, NEW_PASSWORD)
+    assert (done.status, await done.json()) == (200, {"message": "Password changed."})
+    release.set()
+    await expect_error(
+        await held, 400, "Current password is incorrect.", "invalid_credentials"
+    )
+    for password in (PASSWORD, "the first new passphrase"):
+        await expect_error(
+            await api.signin("alice", password), 401, None, "invalid_credentials"
+        )
+    assert (await api.signin("alice", NEW_PASSWORD)).status == 200
+    await expect_error(
+        await api.get("/api/test/user", first["accessToken"]),
+        401,
+        "Unauthorized!",
+        "token_revoked",
+    )
+    assert (await api.get("/api/test/user", second["accessToken"])).status == 200
+
+
 @pytest.mark.parametrize("new", ["short", "password123"])
 async def test_new_password_follows_the_rules(api: Api, new: str) -> None:
     token = (await api.user("alice"))["accessToken"]
@@ -111,8 +154,9 @@ async def test_password_change_needs_a_token(api: Api) -> None:
     await expect_error(response, 403, "No token provided!", "token_missing")
 
 
-async def test_me(api: Api) -> None:
-    before = int(time.time())
+async def test_me(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    created = clock.epoch()
+    monkeypatch.setattr(clock, "now", lambda: float(created))  # held: exact times
     signed_in = await api.user("alice", roles=["moderator"])
     response = await api.get("/api/users/me", signed_in["accessToken"])
     body = await response.json()
@@ -121,11 +165,7 @@ async def test_me(api: Api) -> None:
     assert (body["username"], body["email"]) == ("alice", "alice@example.com")
     assert body["roles"] == ["ROLE_USER", "ROLE_MODERATOR"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", body["createdAt"])
-    created = (
-        time.mktime(time.strptime(body["createdAt"], "%Y-%m-%dT%H:%M:%SZ"))
-        - time.timezone
-    )
-    assert before - 1 <= created <= time.time() + 1
+    assert body["createdAt"] == clock.iso_utc(created)
     assert set(body) == {"id", "username", "email", "roles", "disabled", "createdAt"}
 
 

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import pytest
 
+from server.purge import purge_once
 from storage import (
     Counter,
     EmailTaken,
@@ -38,11 +39,13 @@ from tests.storage_kit import (
     by_id,
     failed,
     fullwidth,
+    live_revocations,
     make_user,
     refresh,
     rotated,
     start_session,
     storage_fixture,  # noqa: F401
+    table_sizes,
     tamper_user,
     token,
     user_with_session,
@@ -107,7 +110,7 @@ async def test_lookups_of_unstorable_text_find_nothing(storage: Storage) -> None
     assert await storage.find_user(email="alice@example.com\x00") is None
     assert await storage.get_user("u1\x00") is None
     assert await storage.delete_user("u1\x00", 10) is None
-    assert await storage.change_password("u1\x00", "h", None, 10) == []
+    assert await storage.change_password("u1\x00", "h", "h2", None, 10) is None
     assert await storage.update_user("u1\x00", disabled=True, now=10) is None
     assert await storage.list_sessions("u1\x00", 10) == []
     assert await storage.list_users(10, None, "al\x00") == []
@@ -139,7 +142,7 @@ async def test_usernames_and_emails_are_unique_without_regard_to_case(
 async def test_change_password_revokes_the_other_live_sessions(
     storage: Storage,
 ) -> None:
-    await user_with_session(storage)
+    user = await user_with_session(storage)
     bob = make_user("u2", "bob", "bob@example.com")
     await storage.create_user(bob)
     await start_session(storage, "s2", T2)
@@ -148,10 +151,12 @@ async def test_change_password_revokes_the_other_live_sessions(
     signed_out = await storage.revoke_session(T3, RevokeReason.SIGNOUT, 50)
     assert signed_out == RevokedSession("s3", "u1", was_live=True)
 
-    assert await storage.change_password("u1", "new-hash", "s1", 100) == ["s2"]
-    changed = await storage.get_user("u1")
-    assert changed is not None and changed.password_hash == "new-hash"
-    assert by_id(await storage.live_revocations(100)) == [
+    assert await storage.change_password("u1", "hash-of-u1", "new-hash", "s1", 100) == [
+        "s2"
+    ]
+    changed = replace(user, password_hash="new-hash")
+    assert await storage.get_user("u1") == changed
+    assert by_id(await live_revocations(storage, 100)) == [
         Revocation("s2", 160),
         Revocation("s3", 110),
     ]
@@ -163,11 +168,43 @@ async def test_change_password_revokes_the_other_live_sessions(
     result = await storage.use_refresh_token(refresh(T1, token("t1b"), 101))
     assert result == RefreshResult(ROTATED, changed, "s1", 2000)
 
-    assert await storage.change_password("u1", "newer-hash", None, 200) == ["s1"]
+    assert await storage.change_password("u1", "new-hash", "newer-hash", None, 200) == [
+        "s1"
+    ]
     assert (await storage.get_user("u1")) == User(
         "u1", "alice", "alice@example.com", "newer-hash", ("user",), 1_700_000_000
     )
-    assert await storage.change_password("nobody", "hash", None, 200) == []
+    assert await storage.change_password("nobody", "hash", "h2", None, 200) is None
+
+
+async def test_change_password_swaps_only_the_verified_hash(storage: Storage) -> None:
+    """Issue 16: a change checked against a hash that is no longer the user's (another
+    change came first) writes nothing: the newer hash stays, no session is revoked."""
+    user = await user_with_session(storage)
+    await start_session(storage, "s2", T2)
+    writes = storage.write_transactions
+    assert await storage.change_password("u1", "stale", "mine", "s1", 100) is None
+    assert await storage.get_user("u1") == user
+    assert [s.id for s in await storage.list_sessions("u1", 100)] == ["s2", "s1"]
+    assert await storage.revocations_since(None, 100) == ([], 0)
+    assert storage.write_transactions == writes + 1  # the attempt, rolled back
+
+
+async def test_of_two_concurrent_changes_from_one_hash_one_wins(
+    storage: Storage,
+) -> None:
+    """Both verified hash-of-u1; whichever stores first wins, the other gets None."""
+    user = await user_with_session(storage)
+    await start_session(storage, "s2", T2)
+    results = await asyncio.gather(
+        storage.change_password("u1", user.password_hash, "from-s1", "s1", 100),
+        storage.change_password("u1", user.password_hash, "from-s2", "s2", 100),
+    )
+    winner = 0 if results[0] is not None else 1
+    assert results[1 - winner] is None
+    assert results[winner] == [["s2"], ["s1"]][winner]
+    stored = await storage.get_user("u1")
+    assert stored == replace(user, password_hash=["from-s1", "from-s2"][winner])
 
 
 async def test_delete_user_revokes_its_sessions(storage: Storage) -> None:
@@ -181,7 +218,7 @@ async def test_delete_user_revokes_its_sessions(storage: Storage) -> None:
     assert await storage.find_user(username="alice") is None
     assert await storage.find_user(email="alice@example.com") is None
     assert await storage.delete_user("u1", 101) is None
-    assert by_id(await storage.live_revocations(100)) == [
+    assert by_id(await live_revocations(storage, 100)) == [
         Revocation("s1", 160),
         Revocation("s2", 160),
         Revocation("s3", 110),
@@ -250,7 +287,7 @@ async def test_the_reuse_interval_is_exact(
         assert result == RefreshResult(REPLAYED, user, "s1", 2000)
     else:
         assert result == failed(REUSED, user)
-        assert await storage.live_revocations(int(presented)) == [
+        assert await live_revocations(storage, int(presented)) == [
             Revocation("s1", int(presented) + 60)
         ]
 
@@ -273,12 +310,12 @@ async def test_reuse_once_the_successor_was_presented(storage: Storage) -> None:
     await rotated(storage, user, refresh(T1, T2, 100))
     await rotated(storage, user, refresh(T2, T3, 200))
     assert await storage.use_refresh_token(refresh(T1, T2, 300)) == failed(REUSED, user)
-    assert await storage.live_revocations(300) == [Revocation("s1", 360)]
+    assert await live_revocations(storage, 300) == [Revocation("s1", 360)]
     # The whole family is revoked, and answers REUSED from now on.
     for token_hash, successor in ((T3, token("t4")), (T2, T3), (T1, T2)):
         result = await storage.use_refresh_token(refresh(token_hash, successor, 301))
         assert result == failed(REUSED, user)
-    assert await storage.live_revocations(301) == [Revocation("s1", 360)]
+    assert await live_revocations(storage, 301) == [Revocation("s1", 360)]
 
 
 async def test_strict_rotation_reuse_right_after_the_interval(storage: Storage) -> None:
@@ -287,7 +324,7 @@ async def test_strict_rotation_reuse_right_after_the_interval(storage: Storage) 
     result = await storage.use_refresh_token(refresh(T1, T2, 111, strict=True))
     assert result == failed(REUSED, user)
     assert await storage.use_refresh_token(refresh(T2, T3, 112)) == failed(REUSED, user)
-    assert await storage.live_revocations(112) == [Revocation("s1", 171)]
+    assert await live_revocations(storage, 112) == [Revocation("s1", 171)]
 
 
 async def test_signed_out_session_answers_revoked(storage: Storage) -> None:
@@ -335,7 +372,7 @@ async def test_rotation_off_does_not_revive_a_retired_token(storage: Storage) ->
     assert await storage.use_refresh_token(refresh(T2, None, 102)) == failed(
         REUSED, user
     )
-    assert await storage.live_revocations(102) == [Revocation("s1", 161)]
+    assert await live_revocations(storage, 102) == [Revocation("s1", 161)]
 
 
 async def test_session_of_a_deleted_user_row_is_revoked(storage: Storage) -> None:
@@ -345,11 +382,11 @@ async def test_session_of_a_deleted_user_row_is_revoked(storage: Storage) -> Non
     await tamper_user(storage, "u1", delete=True)
     result = await storage.use_refresh_token(refresh(T1, T2, 100))
     assert result == failed(REVOKED, None)
-    assert await storage.live_revocations(100) == [Revocation("s1", 160)]
+    assert await live_revocations(storage, 100) == [Revocation("s1", 160)]
     assert await storage.use_refresh_token(refresh(T1, T2, 130)) == failed(
         REVOKED, None
     )
-    assert await storage.live_revocations(130) == [Revocation("s1", 160)]
+    assert await live_revocations(storage, 130) == [Revocation("s1", 160)]
 
 
 async def test_session_of_a_disabled_user_is_revoked(storage: Storage) -> None:
@@ -358,7 +395,7 @@ async def test_session_of_a_disabled_user_is_revoked(storage: Storage) -> None:
     disabled = replace(user, disabled=True)
     result = await storage.use_refresh_token(refresh(T1, T2, 100))
     assert result == failed(REVOKED, disabled)
-    assert await storage.live_revocations(100) == [Revocation("s1", 160)]
+    assert await live_revocations(storage, 100) == [Revocation("s1", 160)]
     assert await storage.use_refresh_token(refresh(T1, None, 101)) == failed(
         REVOKED, disabled
     )
@@ -403,14 +440,17 @@ async def test_junk_tokens_take_no_write(storage: Storage) -> None:
     await start_session(storage, "s2", T2)
     await storage.revoke_session(T2, RevokeReason.SIGNOUT, 10)
     before = storage.write_transactions
-    for junk in (token("junk"), T2):  # unknown, and a revoked session's
-        result = await storage.use_refresh_token(refresh(junk, T3, 20))
-        assert result.outcome in (UNKNOWN, REVOKED)
-        signed_out = await storage.revoke_session(junk, RevokeReason.SIGNOUT, 20)
-        assert signed_out in (None, RevokedSession("s2", "u1", was_live=False))
+    for junk, answer, signed_out in (  # unknown, and a revoked session's
+        (token("junk"), RefreshResult(UNKNOWN), None),
+        (T2, failed(REVOKED, user, "s2"), RevokedSession("s2", "u1", was_live=False)),
+    ):
+        assert await storage.use_refresh_token(refresh(junk, T3, 20)) == answer
+        assert (
+            await storage.revoke_session(junk, RevokeReason.SIGNOUT, 20) == signed_out
+        )
     assert storage.write_transactions == before
     await rotated(storage, user, refresh(T1, T3, 30))
-    assert storage.write_transactions > before
+    assert storage.write_transactions == before + 1
 
 
 # revocations
@@ -423,27 +463,27 @@ async def test_revoke_session_is_idempotent(storage: Storage) -> None:
     assert await storage.revoke_session(T2, RevokeReason.SIGNOUT, 100) == live
     again = await storage.revoke_session(T1, RevokeReason.REUSE, 130)
     assert again == RevokedSession("s1", "u1", was_live=False)  # changes nothing
-    assert await storage.live_revocations(130) == [Revocation("s1", 160)]
+    assert await live_revocations(storage, 130) == [Revocation("s1", 160)]
     assert await storage.use_refresh_token(refresh(T2, T3, 131)) == failed(
         REVOKED, user
     )
 
 
-async def test_live_revocations_keep_until_the_access_tokens_are_dead(
+async def test_revocations_are_kept_until_the_access_tokens_are_dead(
     storage: Storage,
 ) -> None:
     await user_with_session(storage)
     await start_session(storage, "s2", T2)
     await start_session(storage, "s3", T3)
-    assert await storage.live_revocations(0) == []
+    assert await live_revocations(storage, 0) == []
     await storage.revoke_session(T1, RevokeReason.SIGNOUT, 100)
     await storage.revoke_session(T2, RevokeReason.SIGNOUT, 150)
-    assert by_id(await storage.live_revocations(120)) == [
+    assert by_id(await live_revocations(storage, 120)) == [
         Revocation("s1", 160),
         Revocation("s2", 210),
     ]
-    assert await storage.live_revocations(160) == [Revocation("s2", 210)]
-    assert await storage.live_revocations(210) == []
+    assert await live_revocations(storage, 160) == [Revocation("s2", 210)]
+    assert await live_revocations(storage, 210) == []
 
 
 async def test_revocations_since_returns_only_new_rows(storage: Storage) -> None:
@@ -461,7 +501,7 @@ async def test_revocations_since_returns_only_new_rows(storage: Storage) -> None
     await storage.revoke_session(token("t3"), RevokeReason.SIGNOUT, 102)
     later, cursor2 = await storage.revocations_since(cursor, 102)
     assert later == [Revocation("s3", 162)]
-    assert cursor2 > cursor
+    assert (cursor, cursor2) == (2, 3)  # sequence numbers
     # Rows whose access tokens are dead by now are skipped, and passed.
     await storage.revoke_session(token("t4"), RevokeReason.SIGNOUT, 103)
     await storage.revoke_session(token("t5"), RevokeReason.SIGNOUT, 150)
@@ -552,7 +592,7 @@ async def test_purge_deletes_in_batches(storage: Storage) -> None:
         for token_hash in (token(sid), token(sid + "b")):
             result = await storage.use_refresh_token(refresh(token_hash, T3, 500))
             assert result == RefreshResult(UNKNOWN)
-    assert await storage.live_revocations(500) == [Revocation("s1", 540)]
+    assert await live_revocations(storage, 500) == [Revocation("s1", 540)]
     assert await storage.read_counter("new", 500) == Counter(1, 550)
     result = await storage.use_refresh_token(refresh(T1, T3, 500))
     assert result == failed(REVOKED, user)
@@ -598,6 +638,62 @@ async def test_a_long_lived_session_keeps_a_bounded_chain(storage: Storage) -> N
     )
     last = refresh(hashes[1000], token("next"), now, expires_at=10**6)
     await rotated(storage, user, last)
+
+
+async def test_a_purge_pass_deletes_until_nothing_is_left(storage: Storage) -> None:
+    """Issue 9.4: one pass of purge_once, in batches of 3, deletes every expired session
+    with its tokens, every token retired beyond the window and every ended counter,
+    however many batches each needs (the retired tokens need more than the sessions);
+    exactly the live rows are left."""
+    user = make_user()
+    await storage.create_user(user)
+    chain = [token(f"chain{i}") for i in range(11)]
+    await start_session(storage, "long", chain[0], expires_at=10**6)
+    for i in range(10):  # chain[i] retired at 1000 + i
+        request = refresh(chain[i], chain[i + 1], 1000 + i, expires_at=10**6)
+        await rotated(storage, user, request)
+    for n in range(4):
+        await start_session(storage, f"e{n}", token(f"e{n}"), expires_at=100)
+    for n in range(5):
+        await storage.hit_counter(f"c{n}", 10, 0)
+    before = {"sessions": 5, "refresh_tokens": 15, "revocations": 0, "counters": 5}
+    assert await table_sizes(storage) == before
+
+    now = 2007  # the window keeps what was retired at now - REUSE_WINDOW (1007) on
+    result = await purge_once(storage, 3, now=now)
+    assert result == PurgeResult(sessions=4, tokens=4 + 7, other=5)
+    after = {"sessions": 1, "refresh_tokens": 4, "revocations": 0, "counters": 0}
+    assert await table_sizes(storage) == after
+    assert await purge_once(storage, 3, now=now) == PurgeResult()
+    for i in range(7):
+        result = await storage.use_refresh_token(refresh(chain[i], None, now))
+        assert result == RefreshResult(UNKNOWN)
+    await rotated(storage, user, refresh(chain[10], T1, now, expires_at=10**6))
+    result = await storage.use_refresh_token(refresh(chain[7], T2, now))
+    assert result == failed(REUSED, user, "long")  # kept: still detected as reuse
+
+
+async def test_a_purge_pass_ends_while_rows_keep_arriving(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A writer adds a purgeable row before every batch (a clock behind the purge's):
+    the pass stops after `max_batches` batches instead of running forever."""
+    purge_batch = storage.purge_expired
+    arrived = 0
+
+    async def arriving(now: int, batch_size: int) -> PurgeResult:
+        nonlocal arrived
+        arrived += 1
+        await storage.hit_counter(f"late{arrived}", 10, 0)  # ended at 10
+        return await purge_batch(now, batch_size)
+
+    storage.purge_expired = arriving  # type: ignore[method-assign]
+    result = await purge_once(storage, 1, now=100, max_batches=5)
+    assert (result, arrived) == (PurgeResult(other=5), 5)
+    assert (await table_sizes(storage))["counters"] == 0
+    assert [r.getMessage() for r in caplog.records if r.name == "auth.purge"] == [
+        "purge pass stopped after 5 batches; the next pass goes on"
+    ]
 
 
 async def test_secret_is_created_once(storage: Storage) -> None:

@@ -30,6 +30,7 @@ from tests.storage_kit import (
     VALID,
     by_id,
     failed,
+    live_revocations,
     make_user,
     refresh,
     start_session,
@@ -48,7 +49,7 @@ async def test_create_session_needs_the_verified_password_hash(
 ) -> None:
     await storage.create_user(make_user())
     stale = NewSession("s1", "u1", T1, 0, 1000)
-    await storage.change_password("u1", "new-hash", None, 5)
+    assert await storage.change_password("u1", "hash-of-u1", "new-hash", None, 5) == []
     before = await storage.list_sessions("u1", 10)
     assert not await storage.create_session(stale, "hash-of-u1")  # verified the old one
     assert await storage.list_sessions("u1", 10) == before == []
@@ -110,7 +111,7 @@ async def test_revoke_one_session_of_the_user(storage: Storage) -> None:
     assert not await storage.revoke_user_session("u1", "old", reason, 60)  # expired
     assert await storage.revoke_user_session("u1", "s2", reason, 60)
     assert not await storage.revoke_user_session("u1", "s2", reason, 61)  # not live
-    assert await storage.live_revocations(61) == [Revocation("s2", 120)]
+    assert await live_revocations(storage, 61) == [Revocation("s2", 120)]
     assert await storage.use_refresh_token(refresh(T2, None, 62)) == failed(
         REVOKED, user, "s2"
     )
@@ -132,7 +133,7 @@ async def test_revoke_the_other_sessions(storage: Storage) -> None:
     assert [s.id for s in await storage.list_sessions("u1", 22)] == ["s1"]
     assert [s.id for s in await storage.list_sessions("u2", 22)] == ["bob"]
     assert await storage.revoke_other_sessions("u1", None, reason, 23) == ["s1"]
-    assert by_id(await storage.live_revocations(23)) == [
+    assert by_id(await live_revocations(storage, 23)) == [
         Revocation("s1", 83),
         Revocation("s2", 80),
         Revocation("s3", 70),
@@ -202,29 +203,44 @@ async def test_list_users_search(storage: Storage) -> None:
 async def test_pagination_visits_every_user_once_during_sign_ups(
     storage: Storage,
 ) -> None:
-    """Keyset pages ordered by (created_at, id): users signing up meanwhile (some in
-    the same second as the page boundary) neither repeat nor hide existing ones."""
-    existing = [numbered(n) for n in range(0, 60, 2)]
-    for user in existing:
-        await storage.create_user(user)
+    """Keyset pages ordered by (created_at, id), with users signing up between pages,
+    concurrently with each other: in the page boundary's second before the boundary
+    (never listed: already passed), in that second after it, and in a later second
+    (both listed). Every user that existed throughout is listed exactly once, in
+    order. Positions are chosen, not left to timing or to the clock."""
+    for n in range(0, 30, 2):  # 15 users, id000 to id028, 3 to a second
+        await storage.create_user(numbered(n))
     seen: list[str] = []
-    after = None
-    newcomers = iter(range(1, 200, 2))
-
-    async def sign_up_some() -> None:
-        for _ in range(3):
-            await storage.create_user(numbered(next(newcomers)))
-
-    while True:
-        page, _ = await asyncio.gather(
-            storage.list_users(4, after, None), sign_up_some()
-        )
-        if not page:
-            break
+    after: tuple[int, str] | None = None
+    pages = 0
+    while page := await storage.list_users(4, after, None):
         seen += [u.id for u in page]
         after = (page[-1].created_at, page[-1].id)
-    assert len(seen) == len(set(seen))
-    assert {u.id for u in existing} <= set(seen)
+        pages += 1
+        if pages <= 3:
+            second, boundary = after
+            await asyncio.gather(
+                *(
+                    storage.create_user(
+                        make_user(i, i, f"{i}@example.com", created_at=t)
+                    )
+                    for i, t in (
+                        (f"a{pages}", second),  # before the boundary: passed
+                        (f"{boundary}z", second),  # same second, after it
+                        (f"late{pages}", CREATED + 100),
+                    )
+                )
+            )
+    assert seen == [
+        *("id000", "id002", "id004", "id006"),  # a1 signs up before id006
+        *("id006z", "id008", "id010", "id012"),  # a2 before id012
+        *("id012z", "id014", "id016", "id018"),  # a3 before id018
+        *("id018z", "id020", "id022", "id024"),
+        *("id026", "id028", "late1", "late2"),
+        "late3",
+    ]
+    everyone = [u.id for u in await storage.list_users(100, None, None)]
+    assert sorted(everyone) == sorted([*seen, "a1", "a2", "a3"])
 
 
 # administering users
@@ -244,7 +260,7 @@ async def test_update_roles_and_disabled(storage: Storage) -> None:
     demoted = await storage.update_user("u1", roles=("user",), now=20)
     assert demoted is not None and demoted.user == user
     assert sorted(demoted.revoked) == ["s1", "s2"]
-    assert by_id(await storage.live_revocations(20)) == [
+    assert by_id(await live_revocations(storage, 20)) == [
         Revocation("s1", 80),
         Revocation("s2", 80),
     ]
@@ -280,7 +296,7 @@ async def test_the_last_enabled_admin_stays(storage: Storage) -> None:
     more = await storage.update_user(
         "root", roles=("user", "moderator", "admin"), now=3
     )
-    assert more is not None and more.revoked == []
+    assert more == UserUpdate(replace(root, roles=("user", "moderator", "admin")), [])
     assert await storage.delete_user("u2", 3) == []
     assert await storage.delete_user("u1", 3) == []
     # with a second enabled admin, one of them may go

@@ -118,3 +118,33 @@ async def test_routes_that_need_the_storage_answer_503_and_recover(
     metrics = Scrape.parse(await (await api.get("/metrics")).text())
     assert metrics.value("auth_error_answers_total", code="unavailable") == len(answers)
     assert api.app[keys.AUTH].health.problem is None
+
+
+async def test_a_hung_database_answers_503_then_recovers(
+    aiohttp_client: Callable[..., Awaitable[TestClient]], tmp_path: Path
+) -> None:
+    """The database accepts connections but does not answer (here: the users table
+    locked by another session): requests answer 503 `unavailable` once
+    `storage.command_timeout` has passed, instead of waiting for ever."""
+    import asyncpg
+
+    async with postgres_schema_dsn() as dsn:
+        hung = {"command_timeout": 0.3, "acquire_timeout": 0.3}
+        settings = make_settings(tmp_path, "postgres", dsn, storage=hung)
+        api = Api(await aiohttp_client(create_app(settings)))
+        alice = await api.user("alice")
+        locker = await asyncpg.connect(dsn)
+        try:
+            async with locker.transaction():
+                await locker.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+                for response in (
+                    await api.signin("alice"),
+                    await api.signup("bob"),
+                    await api.get("/api/users/me", alice["accessToken"]),
+                ):
+                    await expect_error(response, 503, UNAVAILABLE, "unavailable")
+        finally:
+            await locker.close()
+        assert (await api.signin("alice")).status == 200
+        assert (await api.signup("bob")).status == 201
+        await api.client.close()

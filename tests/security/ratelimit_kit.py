@@ -29,7 +29,6 @@ READS = frozenset(
         "get_user",
         "find_user",
         "read_counter",
-        "live_revocations",
         "revocations_since",
         "watch_revocations",
         "list_sessions",

@@ -11,7 +11,6 @@ every call (about 60 us a token); this path costs a few.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hmac
 import json
@@ -22,6 +21,9 @@ import jwt
 from .signing_keys import KeyRing, SigningKey
 
 HS256 = "HS256"
+_TO_STANDARD = str.maketrans("-_", "+/")
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_PADDING = ("", "===", "==", "=")  # by length % 4; 1 is impossible and fails to decode
 
 
 class JwsInvalid(Exception):
@@ -51,14 +53,19 @@ def hs256_keys(ring: KeyRing, pinned: str) -> dict[str, bytes]:
 
 def b64url_decode(segment: str) -> bytes:
     """Base64url without padding, canonical only: any other character, padding, an
-    impossible length or non-zero trailing bits raise JwsInvalid."""
+    impossible length or non-zero trailing bits raise JwsInvalid. (binascii directly:
+    the base64 module's wrappers cost more than the decoding.)"""
     try:
-        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        raw = binascii.a2b_base64(
+            segment.translate(_TO_STANDARD) + _PADDING[len(segment) % 4]
+        )
     except (ValueError, binascii.Error):
         raise JwsInvalid from None
-    # The lenient decoder skips stray characters and ignores trailing bits: only the
-    # one canonical spelling of `raw` re-encodes to the same text.
-    if base64.urlsafe_b64encode(raw).rstrip(b"=") != segment.encode():
+    # The lenient decoder skips stray characters and ignores trailing bits (and reads
+    # "+" and "/" as "-" and "_"): only the one canonical spelling of `raw`
+    # re-encodes to the same text.
+    encoded = binascii.b2a_base64(raw, newline=False).translate(_TO_URLSAFE)
+    if encoded.rstrip(b"=") != segment.encode():
         raise JwsInvalid
     return raw
 
@@ -80,7 +87,7 @@ def hs256_payload(token: str, header_length: int, secret: bytes) -> dict[str, An
     if not hmac.compare_digest(mac, b64url_decode(signature)):
         raise JwsInvalid
     try:
-        payload = json.loads(b64url_decode(payload_segment))
+        payload = json.loads(b64url_decode(payload_segment).decode())  # UTF-8 only
     except (ValueError, RecursionError):
         raise JwsInvalid from None
     if not isinstance(payload, dict):

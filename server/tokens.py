@@ -2,8 +2,12 @@
 
 Decoding is strict: the algorithm is pinned, every claim is required and checked, and no
 pyjwt exception leaves this module: callers see TokenExpired or TokenInvalid only.
+A token bearing the exact HS256 header this server writes is verified by server/jws.py
+(a few microseconds), any other by PyJWT; both paths make the same claim checks.
 Verified tokens are cached (claims kept; expiry re-checked on every hit) because
-re-verifying a signature per request costs more than the rest of the request.
+re-verifying a signature per request costs more than the rest of the request; the cache
+is emptied whenever the set of verifying keys changes, so a key that left the ring
+validates nothing more.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +26,7 @@ import jwt
 
 from storage import User
 
-from . import clock
+from . import clock, jws
 from .settings import TokenSettings
 from .signing_keys import KeyRing
 
@@ -66,10 +71,17 @@ class AccessTokens:
         time_source: Callable[[], float] = clock.now,
     ) -> None:
         self.settings = settings
-        self._ring = ring
         self._clock = time_source
-        self._cache: dict[str, AccessClaims] = {}
+        # Oldest first. Not a dict: evicting a dict's first key over and over makes
+        # `next(iter(...))` step over every slot freed before it (~8 us a token).
+        self._cache: OrderedDict[str, AccessClaims] = OrderedDict()
         self._leeway = settings.expiry_leeway
+        self._ring: KeyRing | None = None
+        self._ring_identity: frozenset[tuple[str, str, str]] = frozenset()
+        # Header segment -> HMAC secret: the tokens server/jws.py verifies.
+        self._hs256: dict[str, bytes] = {}
+        if ring is not None:
+            self.ring = ring
         # Set by the key watcher: rereads the key file (throttled) for an unknown kid.
         self.reload_hook: Callable[[], Awaitable[None]] | None = None
 
@@ -81,6 +93,17 @@ class AccessTokens:
 
     @ring.setter
     def ring(self, ring: KeyRing) -> None:
+        """The key watcher sets a new ring every reload: the cache and the fast path's
+        keys change only when the verifying keys do (a key added, or removed)."""
+        identity = frozenset(
+            (r.kid, r.algorithm, r.material)
+            for r in ring.records
+            if r.kid in ring.verifying
+        )
+        if identity != self._ring_identity:
+            self._cache.clear()
+            self._hs256 = jws.hs256_keys(ring, self.settings.algorithm)
+            self._ring_identity = identity
         self._ring = ring
 
     def issue(self, user: User, session_id: str) -> str:
@@ -108,9 +131,11 @@ class AccessTokens:
         claims = self._cache.get(token)
         if claims is None:
             claims = self._decode(token)
+            if claims.expires_at + self._leeway <= now:
+                raise TokenExpired
             self._remember(token, claims)
-        if claims.expires_at + self._leeway <= now:
-            self._cache.pop(token, None)
+        elif claims.expires_at + self._leeway <= now:
+            del self._cache[token]
             raise TokenExpired
         return claims
 
@@ -130,18 +155,44 @@ class AccessTokens:
             return await self.verify_reloaded(token)
 
     def _remember(self, token: str, claims: AccessClaims) -> None:
-        if len(self._cache) >= self.settings.verify_cache_size:
-            self._cache.pop(next(iter(self._cache)))
-        self._cache[token] = claims
+        cache = self._cache
+        if len(cache) >= self.settings.verify_cache_size:
+            cache.popitem(last=False)
+        cache[token] = claims
 
     def _decode(self, token: str) -> AccessClaims:
         if len(token) > MAX_TOKEN_LENGTH:
             raise TokenInvalid
+        dot = token.find(".")
+        secret = self._hs256.get(token[:dot]) if dot > 0 else None
         try:
-            payload = self._verified_payload(token)
-        except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+            if secret is not None:
+                payload = self._hs256_payload(token, dot, secret)
+            else:
+                payload = self._verified_payload(token)
+        except (jwt.PyJWTError, jws.JwsInvalid, ValueError, TypeError, KeyError):
             raise TokenInvalid from None
         return _claims(payload, self._clock(), self.settings)
+
+    def _hs256_payload(
+        self, token: str, header_length: int, secret: bytes
+    ) -> dict[str, Any]:
+        """The fast path (server/jws.py), then the checks PyJWT makes in the other one:
+        required claims present and not null, `iss`, `aud`, `sub` and `jti` strings."""
+        payload = jws.hs256_payload(token, header_length, secret)
+        settings = self.settings
+        if None in map(payload.get, REQUIRED_CLAIMS):  # JSON values never == None
+            raise TokenInvalid
+        iss = payload["iss"]
+        if not isinstance(iss, str) or iss != settings.issuer:
+            raise TokenInvalid
+        if settings.audience and not _audience_matches(
+            payload.get("aud"), settings.audience
+        ):
+            raise TokenInvalid
+        if not isinstance(payload["sub"], str) or not isinstance(payload["jti"], str):
+            raise TokenInvalid
+        return payload
 
     def _verified_payload(self, token: str) -> dict[str, Any]:
         kid = jwt.get_unverified_header(token).get("kid")
@@ -169,12 +220,26 @@ class AccessTokens:
         )
 
 
+def _audience_matches(aud: object, audience: str) -> bool:
+    """PyJWT's `aud` rule (not strict): a non-empty string or list of strings that
+    holds `audience`."""
+    if not aud:
+        return False
+    claims = [aud] if isinstance(aud, str) else aud
+    if not isinstance(claims, list) or not all(isinstance(c, str) for c in claims):
+        return False
+    return audience in claims
+
+
 def _claims(
     payload: dict[str, Any], now: float, settings: TokenSettings
 ) -> AccessClaims:
     """Check what pyjwt is not asked to: the type, claim types, `iat` and `nbf` not in
-    the future (the leeway aside), and no `aud` on a server that sets none. `exp` is
-    checked by `verify`, on every use of a cached token too."""
+    the future (the leeway aside), a lifetime (`exp - iat`) no longer than
+    `tokens.access_ttl` (the server's own tokens have exactly that: a longer one was
+    minted under another policy, or by someone else holding the key), and no `aud` on a
+    server that sets none. `exp` is checked by `verify`, on every use of a cached token
+    too."""
     roles, exp, iat = payload["roles"], payload["exp"], payload["iat"]
     nbf = payload.get("nbf", iat)
     strings = [payload["sub"], payload["sid"], payload["jti"]]
@@ -186,6 +251,7 @@ def _claims(
         and isinstance(exp, int)
         and isinstance(iat, int)
         and iat <= now + settings.leeway
+        and exp - iat <= settings.access_ttl
         and _is_number(nbf)
         and nbf <= now + settings.leeway
         and (bool(settings.audience) or "aud" not in payload)

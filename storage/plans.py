@@ -352,16 +352,19 @@ def _token_state(row: tuple | None) -> TokenState | None:
 def use_refresh_token(c: Ctx, request: RefreshRequest) -> Plan[RefreshResult]:
     """A read decides first: unknown tokens and revoked sessions are answered without a
     write lock. Anything else re-reads and re-decides inside the write transaction, whose
-    lock (the session row, or SQLite's file lock) makes the decision race-free."""
+    lock (the session row, or SQLite's file lock) makes the decision race-free; unless
+    the runner says that the first read already held that lock (SQLite, a plan run in
+    a transaction another plan of its batch began), when it stands as read."""
     row = yield one(c.q(_TOKEN_STATE), request.token_hash)
-    outcome, action = decide(_token_state(row), request)
+    state = _token_state(row)
+    outcome, action = decide(state, request)
     if action is not Action.NONE:
-        yield BEGIN
-        if c.dialect.row_locks:
-            yield one(c.q(_LOCK_SESSION), request.token_hash)
-        row = yield one(c.q(_TOKEN_STATE), request.token_hash)
-        state = _token_state(row)
-        outcome, action = decide(state, request)
+        if not (yield BEGIN):
+            if c.dialect.row_locks:
+                yield one(c.q(_LOCK_SESSION), request.token_hash)
+            row = yield one(c.q(_TOKEN_STATE), request.token_hash)
+            state = _token_state(row)
+            outcome, action = decide(state, request)
         if state is not None:
             yield from _apply(c, action, state, request)
     if row is None:

@@ -37,10 +37,14 @@ class Op:
 
 BEGIN = Op(BEGIN_KIND)
 """Start a write transaction (SQLite: BEGIN IMMEDIATE, the file's write lock up front).
-It commits when the plan returns and rolls back when the plan raises."""
+It commits when the plan returns and rolls back when the plan raises. The runner
+answers True when the plan's reads before it already held the write lock (SQLite runs
+a batch of plans in one transaction: see sqlite.py), so that they need not be re-read;
+anything else means they must be."""
 
 WRITE = Op(WRITE_KIND)
-"""The next statement is a write standing alone (atomic without a transaction)."""
+"""The next statement is a write standing alone (atomic without a transaction); answered
+as BEGIN."""
 
 Plan = Generator[Op, Any, T]
 

@@ -9,6 +9,7 @@ import os
 import re
 import sqlite3
 import stat
+import threading
 import uuid
 from collections import Counter as Tally
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,6 +36,7 @@ from storage import (
     migrations,
 )
 from storage.sqlite import SQLiteStorage
+from storage.sqlkit import BEGIN, Ctx, Plan, run
 from tests.backends import (
     BACKENDS,
     make_storage,
@@ -472,6 +474,110 @@ async def test_sqlite_unopenable_file_is_storage_unavailable(tmp_path: Path) -> 
     with pytest.raises(StorageUnavailable):
         async with opened(make_storage("sqlite", str(tmp_path / "file" / "auth.db"))):
             pass
+
+
+@asynccontextmanager
+async def one_batch(store: SQLiteStorage) -> AsyncIterator[None]:
+    """Calls started in the body queue up behind a call that blocks the storage's
+    thread; they then run as one batch (one transaction) when the body ends."""
+    assert store._thread is not None
+    gate = threading.Event()
+    blocker = asyncio.ensure_future(store._thread.call(gate.wait))
+    await asyncio.sleep(0)  # the thread is now waiting on the gate
+    try:
+        yield
+        await asyncio.sleep(0)  # every call of the body is queued
+    finally:
+        gate.set()
+        await blocker
+
+
+T4, T5 = token("t4"), token("t5")
+
+
+def writes_then_fails(c: Ctx) -> Plan[None]:
+    """A plan that writes, then raises: its write must not stay."""
+    yield BEGIN
+    yield run("UPDATE sessions SET expires_at = 1 WHERE id = 's2'")
+    raise LastAdmin()
+
+
+async def test_sqlite_batch_commits_together_and_fails_alone(tmp_path: Path) -> None:
+    """Group commit: concurrent plans share one transaction, yet each gets its own
+    answer; one that fails takes back its own writes only."""
+    async with opened(SQLiteStorage(str(tmp_path / "auth.db"), 60)) as store:
+        user = await user_with_session(store)
+        await start_session(store, "s2", T2)
+        transactions = store.write_transactions
+        async with one_batch(store):
+            calls = [
+                asyncio.ensure_future(store.use_refresh_token(refresh(T1, T3, 10))),
+                asyncio.ensure_future(store._run(writes_then_fails)),
+                asyncio.ensure_future(store.use_refresh_token(refresh(T3, T4, 11))),
+                asyncio.ensure_future(store.use_refresh_token(refresh(T5, T4, 12))),
+                asyncio.ensure_future(store.use_refresh_token(refresh(T2, T1, 13))),
+            ]
+        first, failing, second, unknown, other = await asyncio.gather(
+            *calls, return_exceptions=True
+        )
+        assert first == RefreshResult(ROTATED, user, "s1", 2000)
+        assert isinstance(failing, LastAdmin)
+        # the successor T3, written by the batch's first plan, was read as current
+        assert second == RefreshResult(ROTATED, user, "s1", 2000)
+        assert unknown == RefreshResult(UNKNOWN)
+        # its successor T1 exists: it fails after retiring T2, which is taken back
+        assert isinstance(other, sqlite3.IntegrityError)
+        assert store.write_transactions == transactions + 4
+        rows = await run_sql(store, "SELECT id, expires_at FROM sessions ORDER BY id")
+        assert rows == [("s1", 2000), ("s2", 1000)]
+        await rotated(store, user, refresh(T2, T5, 20))
+
+
+async def test_sqlite_failed_batch_commit_leaves_nothing(tmp_path: Path) -> None:
+    """A COMMIT that fails fails every plan that ran in its transaction, the reads
+    among them, and none of their writes stays."""
+    async with flaky_sqlite(tmp_path) as store:
+        assert isinstance(store, SQLiteStorage)
+        user = await user_with_session(store)
+        await start_session(store, "s2", T2)
+        async with one_batch(store):
+            FlakyConnection.fail_commit = True
+            calls = [
+                asyncio.ensure_future(store.use_refresh_token(refresh(T1, T3, 10))),
+                asyncio.ensure_future(store.use_refresh_token(refresh(T3, T4, 11))),
+                asyncio.ensure_future(
+                    store.revoke_session(T2, RevokeReason.SIGNOUT, 12)
+                ),
+            ]
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        for outcome in outcomes:
+            assert isinstance(outcome, StorageUnavailable), outcome
+            assert "disk I/O error" in str(outcome)
+        assert len({id(outcome) for outcome in outcomes}) == 3  # one error each
+        assert await store.use_refresh_token(refresh(T3, T1, 20)) == RefreshResult(
+            UNKNOWN
+        )
+        await rotated(store, user, refresh(T1, T3, 21))
+        assert await store.revoke_session(T2, RevokeReason.SIGNOUT, 22) == (
+            RevokedSession("s2", "u1", was_live=True)
+        )
+
+
+async def test_sqlite_checkpoints_in_a_thread_of_its_own(tmp_path: Path) -> None:
+    """The WAL is copied back by a thread of the storage's own, ended by close()."""
+
+    def checkpointers() -> int:
+        return sum(t.name == "sqlite-checkpoint" for t in threading.enumerate())
+
+    before = checkpointers()
+    store = SQLiteStorage(str(tmp_path / "auth.db"), 60)
+    async with opened(store):
+        assert checkpointers() == before + 1
+        user = await user_with_session(store)
+        await rotated(store, user, refresh(T1, T2, 10))
+        (mode,) = (await run_sql(store, "PRAGMA journal_mode"))[0]
+        assert mode == "wal"
+    assert checkpointers() == before
 
 
 async def test_sqlite_junk_requests_take_no_write_lock(tmp_path: Path) -> None:

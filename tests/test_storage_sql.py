@@ -714,7 +714,7 @@ async def test_postgres_statement_timeout_is_storage_unavailable(kind: str) -> N
     StorageUnavailable instead of waiting, is not run again, and leaves the storage
     working."""
     from storage.postgres import PostgresStorage
-    from storage.sqlkit import Ctx, Plan, one
+    from storage.sqlkit import one
 
     planned = 0
 

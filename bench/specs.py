@@ -68,6 +68,16 @@ def bare_reference(bench: Bench, connections: int) -> LoadResult:
     return bench.measure(spec, bare)
 
 
+def median_round(
+    rounds: list[tuple[LoadResult, LoadResult]],
+) -> tuple[LoadResult, LoadResult, float]:
+    """Of (reference, measured) rounds taken in turns, the one of the median ratio, and
+    that ratio: one round disturbed by the machine's other work does not decide."""
+    ranked = sorted(rounds, key=lambda pair: pair[1].rps / pair[0].rps)
+    reference, measured = ranked[len(ranked) // 2]
+    return reference, measured, measured.rps / reference.rps
+
+
 def warm_refresh(
     bench: Bench, server: Server, tokens: Path | None, connections: int
 ) -> None:

@@ -77,7 +77,7 @@ def table(results: Results) -> str:
         ["#", "figure", "measured", "reference (same run)", "ratio", "target", "pass"]
     ]
     for f in sorted(results.figures, key=lambda figure: figure.phase):
-        ratio = f"{f.ratio:.2f}" if f.ratio is not None else "-"
+        ratio = f"{f.ratio:.3f}" if f.ratio is not None else "-"
         rows.append(
             [str(f.phase), f.title, f.value, f.reference or "-", ratio, f.target or "-"]
         )

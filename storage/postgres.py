@@ -154,12 +154,35 @@ class PostgresStorage(SQLStorage):
         self.command_timeout = command_timeout
         self.acquire_timeout = acquire_timeout
         self._pool: asyncpg.Pool | None = None
+        self._host_pool: asyncpg.Pool | None = None  # lent by a host app: never closed
         self._listener: asyncio.Task | None = None
+
+    @classmethod
+    def on_pool(
+        cls,
+        pool: asyncpg.Pool,
+        revocation_ttl: int,
+        *,
+        reuse_window: int = DEFAULT_REUSE_WINDOW,
+        acquire_timeout: float = 5.0,
+    ) -> PostgresStorage:
+        """The storage on an asyncpg pool a host app already has: its tables go into
+        the pool's `search_path` schema, LISTEN holds one of its connections while the
+        storage is open, and `close()` gives that back but leaves the pool open (the
+        host closes it). Statement timeouts are the pool's own `command_timeout`."""
+        storage = cls("", revocation_ttl, reuse_window=reuse_window)
+        storage.acquire_timeout = acquire_timeout
+        storage._host_pool = pool
+        return storage
 
     async def open(self) -> None:
         """Raises StorageUnavailable when the server cannot be reached, and
         StorageError, with one line saying why, for a DSN that cannot work (malformed,
         unknown database or role, refused password) or a schema it cannot set up."""
+        if self._host_pool is not None:
+            self._pool = self._host_pool
+            await self._set_up_schema()
+            return
         try:
             pool = await asyncpg.create_pool(
                 self.dsn,
@@ -177,6 +200,9 @@ class PostgresStorage(SQLStorage):
                 f"PostgreSQL: cannot connect with storage.dsn: {self._said(exc)}"
             ) from exc
         self._pool = pool
+        await self._set_up_schema()
+
+    async def _set_up_schema(self) -> None:
         try:
             schema = await self._run(_current_schema)
             self.ctx.channel = (CHANNEL_PREFIX + schema)[:63]
@@ -208,7 +234,7 @@ class PostgresStorage(SQLStorage):
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
         pool, self._pool = self._pool, None
-        if pool is not None:
+        if pool is not None and pool is not self._host_pool:
             try:
                 await asyncio.wait_for(pool.close(), 10)
             except Exception:
@@ -299,7 +325,7 @@ class PostgresStorage(SQLStorage):
         while True:
             conn = None
             try:
-                conn = await asyncpg.connect(self.dsn, timeout=self.acquire_timeout)
+                conn = await self._listening_connection()
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await conn.add_listener(self.ctx.channel, lambda *_: notify())
@@ -314,9 +340,21 @@ class PostgresStorage(SQLStorage):
             finally:
                 ready.set()
                 if conn is not None:
-                    conn.terminate()
+                    await self._drop_listening_connection(conn)
             await asyncio.sleep(delay)
             delay = min(delay * 2, LISTEN_RETRY_MAX)
+
+    async def _listening_connection(self) -> asyncpg.Connection:
+        """A connection of its own, or one held from the host's pool."""
+        if self._host_pool is None:
+            return await asyncpg.connect(self.dsn, timeout=self.acquire_timeout)
+        return await self._host_pool.acquire(timeout=self.acquire_timeout)
+
+    async def _drop_listening_connection(self, conn: asyncpg.Connection) -> None:
+        conn.terminate()  # its listener goes with it
+        if self._host_pool is not None:
+            with contextlib.suppress(Exception):
+                await self._host_pool.release(conn)  # the pool replaces it
 
 
 async def _until_lost(conn: asyncpg.Connection, lost: asyncio.Event) -> None:

@@ -4,6 +4,7 @@ host's handlers, the host's own routes untouched, the lifecycle tied to the host
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from server import Auth, clock, current_claims, requires
 from storage import RevokeReason
 from storage.memory import MemoryStorage
+from tests.backends import POSTGRES_DSN, postgres_schema_dsn
 from tests.conftest import PASSWORD, make_settings
 
 HOST_HEADER = ("X-Host", "notes")
@@ -257,3 +259,58 @@ async def test_auth_routes_keep_the_servers_body_limit_whatever_the_hosts(
         "message": "Request body is larger than 16384 bytes",
         "code": "payload_too_large",
     }
+
+
+@pytest.mark.skipif(
+    not POSTGRES_DSN,
+    reason="AUTH_TEST_POSTGRES_DSN is not set: PostgreSQL tests skipped",
+)
+async def test_a_hosts_asyncpg_pool_serves_the_auth_and_stays_open(
+    aiohttp_client: Callable[..., Awaitable[TestClient]], tmp_path: Path
+) -> None:
+    """The host lends its own asyncpg pool: the auth's tables go into the pool's
+    schema, a revocation made elsewhere arrives by LISTEN on a connection of that pool
+    (the poll is an hour away), and the pool is still the host's, open, afterwards."""
+    import asyncpg
+
+    from storage.postgres import PostgresStorage
+
+    async with postgres_schema_dsn() as dsn:
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+        try:
+            storage = PostgresStorage.on_pool(pool, revocation_ttl=960)
+            settings = make_settings(tmp_path, tokens={"revocation_poll": 3600})
+            client = await aiohttp_client(host_app(Auth(settings, storage=storage)))
+            signed_in = await _signed_in(client)
+            assert await pool.fetchval("SELECT count(*) FROM users") == 1
+            token = {"x-access-token": signed_in["accessToken"]}
+            assert (await client.get("/mine", headers=token)).status == 200
+
+            elsewhere = PostgresStorage(dsn, 960)
+            await elsewhere.open()
+            try:
+                digest = hashlib.sha256(signed_in["refreshToken"].encode()).digest()
+                revoked = await elsewhere.revoke_session(
+                    digest, RevokeReason.SIGNOUT, int(clock.now())
+                )
+                assert revoked is not None and revoked.was_live
+            finally:
+                await elsewhere.close()
+            assert await _status_within(client, "/mine", token, 401, seconds=5)
+
+            await client.close()
+            assert not pool._closed
+            assert await pool.fetchval("SELECT count(*) FROM sessions") == 1
+        finally:
+            await pool.close()
+
+
+async def _status_within(
+    client: TestClient, path: str, headers: dict, status: int, seconds: float
+) -> bool:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        if (await client.get(path, headers=headers)).status == status:
+            return True
+        await asyncio.sleep(0.05)
+    return False

@@ -8,9 +8,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from .clientaddr import address_of, client_key, rate_limit_key
-from .events import route_of
-
-MAX_USER_AGENT = 256
+from .events import MAX_USER_AGENT, route_of
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ itself: no wrapper, no extra call per request.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TypeVar
 
 from aiohttp import web
@@ -19,7 +19,6 @@ from . import keys
 from .roles import Role
 from .tokens import AccessClaims
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 H = TypeVar("H")
 GUARD_ATTRIBUTE = "__auth_required_role__"
 

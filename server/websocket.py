@@ -131,6 +131,17 @@ class SessionSocket:
             self._release()
             raise
         self._watcher = asyncio.ensure_future(self._watch())
+        handler = asyncio.current_task()
+        if handler is not None:  # the socket ends with its handler, however it ends
+            handler.add_done_callback(self._handler_done)
+
+    def _handler_done(self, _handler: asyncio.Task) -> None:
+        """A handler that returned, raised or was cancelled holds no place any more:
+        aiohttp does not always mark the response closed (a handler that raised after
+        the upgrade), so the watcher would hold it until the token expired."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+        self._release()
 
     def _release(self) -> None:
         if self._sockets is not None:

@@ -231,8 +231,12 @@ class PostgresStorage(SQLStorage):
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await listener
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                logger.exception("the revocation listener had failed")
         pool, self._pool = self._pool, None
         if pool is not None and pool is not self._host_pool:
             try:
@@ -351,10 +355,15 @@ class PostgresStorage(SQLStorage):
         return await self._host_pool.acquire(timeout=self.acquire_timeout)
 
     async def _drop_listening_connection(self, conn: asyncpg.Connection) -> None:
-        conn.terminate()  # its listener goes with it
-        if self._host_pool is not None:
-            with contextlib.suppress(Exception):
-                await self._host_pool.release(conn)  # the pool replaces it
+        if self._host_pool is None:
+            conn.terminate()  # its listener goes with it
+            return
+        # A pooled connection that died was already handed back by asyncpg, and its
+        # proxy refuses every call: nothing here may end the listening loop.
+        with contextlib.suppress(Exception):
+            conn.terminate()
+        with contextlib.suppress(Exception):
+            await self._host_pool.release(conn)  # the pool replaces it
 
 
 async def _until_lost(conn: asyncpg.Connection, lost: asyncio.Event) -> None:

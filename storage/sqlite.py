@@ -181,13 +181,18 @@ class SQLiteStorage(SQLStorage):
         thread, self._thread = self._thread, None
         if thread is None:
             return
+        # In the storage thread, after the batch in progress has committed: closing the
+        # connection under it would roll back writes already answered as done.
+        await thread.call(self._close_connection)
         checkpointer, self._checkpointer = self._checkpointer, None
         if checkpointer is not None:
             await asyncio.to_thread(checkpointer.stop)
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            await thread.call(conn.close)
         await asyncio.to_thread(thread.stop)
+
+    def _close_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
     async def _run(self, plan: Callable[..., Plan[T]], *args: Any) -> T:
         if self._thread is None:
@@ -318,8 +323,9 @@ class SQLiteStorage(SQLStorage):
             except BaseException as exc:
                 _roll_back(conn)
                 _fail(outcomes, pending, exc)
-            if self._checkpointer is not None:
-                self._checkpointer.nudge()
+            checkpointer = self._checkpointer
+            if checkpointer is not None:
+                checkpointer.nudge()
         pending.clear()
 
 

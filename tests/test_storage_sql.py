@@ -424,6 +424,35 @@ async def test_sqlite_failed_commit_is_rolled_back(tmp_path: Path) -> None:
         assert await store.find_user(username="bob") == bob
 
 
+async def test_sqlite_close_lets_the_batch_in_progress_commit(tmp_path: Path) -> None:
+    """close() while a plan is running in the storage thread: the plan's write, which
+    its caller is told succeeded, is committed before the connection closes."""
+    release = threading.Event()
+
+    def held_insert(c: Ctx) -> Plan[str]:
+        yield BEGIN
+        yield run(
+            c.q("INSERT INTO counters (key, count, reset_at) VALUES ($1, 1, 0)"), "k1"
+        )
+        release.wait(5)  # in the storage thread
+        return "written"
+
+    path = tmp_path / "auth.db"
+    store = SQLiteStorage(str(path), 960)
+    await store.open()
+    plan = asyncio.create_task(store._run(held_insert))
+    await asyncio.sleep(0.05)  # the plan is running
+    closing = asyncio.create_task(store.close())
+    while store._thread is not None:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # close() has done all it does before the plan ends
+    release.set()
+    assert await plan == "written"
+    await closing
+    rows = sqlite3.connect(path).execute("SELECT key FROM counters").fetchall()
+    assert rows == [("k1",)]
+
+
 def every_call(store: Storage) -> list[Callable[[], Awaitable[object]]]:
     """One call of every storage method."""
     session = NewSession("s9", "u1", token("s9"), 0, 1000)
@@ -830,6 +859,38 @@ async def test_postgres_pushes_revocations_to_other_instances(kind: str) -> None
             assert pokes.empty()
             rows, _ = await one.revocations_since(cursor, 12)
             assert rows == [Revocation("s2", 72)]
+
+
+@pytest.mark.parametrize("kind", POSTGRES_ONLY)
+async def test_postgres_on_a_host_pool_listens_again_after_losing_its_connection(
+    kind: str,
+) -> None:
+    """On a pool lent by a host app, the listener's connection dies: it listens again
+    on another of the pool's connections, says so once, and closing the storage leaves
+    the host's pool open and working."""
+    import asyncpg
+
+    from storage.postgres import PostgresStorage
+
+    name = f"hostpool-{uuid.uuid4().hex[:12]}"
+    async with postgres_schema_dsn() as dsn:
+        pool = await asyncpg.create_pool(
+            with_application_name(dsn, name), min_size=1, max_size=3
+        )
+        try:
+            store = PostgresStorage.on_pool(pool, 960)
+            await store.open()
+            pokes: asyncio.Queue[None] = asyncio.Queue()
+            assert await store.watch_revocations(lambda: pokes.put_nowait(None))
+            assert await terminate(name, "query LIKE 'LISTEN%'") == 1
+            await asyncio.wait_for(pokes.get(), 10)
+            await user_with_session(store)
+            await store.revoke_session(T1, RevokeReason.SIGNOUT, 10)
+            await asyncio.wait_for(pokes.get(), 10)
+            await store.close()
+            assert await pool.fetchval("SELECT count(*) FROM revocations") == 1
+        finally:
+            await pool.close()
 
 
 # PostgreSQL: races between transactions, made deterministic with a raw connection

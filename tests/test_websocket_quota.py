@@ -178,3 +178,38 @@ async def test_a_host_handler_gets_the_quota_as_an_http_error(
     await expect_error(response, 429, QUOTA_MESSAGE, "rate_limited")
     assert response.headers["Retry-After"] == "5"
     await ws.close()
+
+
+async def test_a_host_handler_that_raises_after_the_upgrade_gives_its_place_back(
+    aiohttp_client: Any, tmp_path: Any
+) -> None:
+    """aiohttp does not mark such a response closed, so only the handler's end can
+    tell: without that, each failure would hold a place until the token expired."""
+    from aiohttp import web
+
+    from server import Auth
+    from tests.conftest import make_settings
+
+    settings = make_settings(
+        tmp_path,
+        tokens={"revocation_poll": 0.1},
+        server={"max_websockets_per_user": 2},
+    )
+    auth = Auth(settings)
+
+    async def fails_after_the_upgrade(request: web.Request) -> web.StreamResponse:
+        await auth.websocket(request)
+        raise RuntimeError("the host's handler has a bug")
+
+    app = web.Application()
+    auth.setup(app)
+    app.router.add_get("/live", fails_after_the_upgrade)
+    api = Api(await aiohttp_client(app))
+    assert (await api.signup("alice")).status == 201
+    token = (await (await api.signin("alice")).json())["accessToken"]
+    for _ in range(3):  # one more than the quota
+        ws = await api.client.ws_connect("/live", headers={"x-access-token": token})
+        await ws.receive()
+        await ws.close()
+        await _until(lambda: len(auth.sockets) == 0)
+    assert auth.sockets.count("address:127.0.0.1") == 0

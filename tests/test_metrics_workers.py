@@ -48,7 +48,7 @@ def owner(pids: set[int], inode: str | None) -> int | None:
     for pid in pids:
         try:
             descriptors = os.listdir(f"/proc/{pid}/fd")
-        except FileNotFoundError:
+        except OSError:  # gone, or going while read
             continue
         for fd in descriptors:
             try:
@@ -120,7 +120,11 @@ class Cluster:
     def note_metrics_dirs(self) -> None:
         """The multiprocess directory, as the workers have its files mapped."""
         for pid in self.workers:
-            for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+            try:
+                maps = Path(f"/proc/{pid}/maps").read_text()
+            except OSError:  # a worker that has just died
+                continue
+            for line in maps.splitlines():
                 path = Path(line.split()[-1])
                 if path.suffix == ".db" and "auth-server-metrics-" in str(path):
                     self.metrics_dirs.add(path.parent)

@@ -55,7 +55,7 @@ def workers_of(pid: int) -> set[int]:
     """The arbiter's live children (its workers)."""
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return set()
     return {int(child) for child in children if alive(int(child))}
 
@@ -63,7 +63,7 @@ def workers_of(pid: int) -> set[int]:
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or going while read
         return False
     return state != "Z"
 

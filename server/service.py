@@ -519,13 +519,7 @@ class AuthService:
             )
             if not await self._password_matches(hashing, current, user):
                 await attempt.failed()
-                self._event(
-                    "password_change_failed",
-                    caller,
-                    level=logging.WARNING,
-                    user_id=user.id,
-                    session_id=claims.session_id,
-                )
+                self._password_change_failed(caller, claims)
                 raise errors.wrong_current_password()
             await attempt.succeeded()
             new_hash = await self._hash_new_password(
@@ -551,15 +545,20 @@ class AuthService:
     ) -> None:
         """The checked hash was replaced (or the user deleted) before ours was stored:
         logged as a failed change; a deleted user's token is `token_revoked`."""
+        self._password_change_failed(caller, claims, reason="changed_meanwhile")
+        await self.current_user(claims)
+
+    def _password_change_failed(
+        self, caller: Caller, claims: AccessClaims, **fields: object
+    ) -> None:
         self._event(
             "password_change_failed",
             caller,
             level=logging.WARNING,
             user_id=claims.user_id,
             session_id=claims.session_id,
-            reason="changed_meanwhile",
+            **fields,
         )
-        await self.current_user(claims)
 
     def _known_revoked(self, session_id: str | None) -> bool:
         """Whether this process already knew the session to be revoked (by itself or,
